@@ -1,0 +1,73 @@
+"""Waiting for a job without polling Redis in a tight loop.
+
+Workers publish a job's id on ``P:events`` when its last unit is stored. One subscriber per gateway
+process wakes the requests waiting on that id (``/api/recognize``, ``GET /api/jobs/{id}?wait=``).
+Pub/sub is fire-and-forget, so a waiter also re-checks the store every ``recheck_s``: a message lost
+while Redis restarted costs at most that much latency, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+
+class JobEvents:
+    def __init__(self, client: aioredis.Redis, channel: str, recheck_s: float = 1.0):
+        self.client, self.channel, self.recheck_s = client, channel, recheck_s
+        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen(), name="job-events")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def wait(self, job_id: str, is_finished, timeout_s: float) -> bool:
+        """Wait until ``await is_finished()`` is true or ``timeout_s`` passes; returns the last answer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        event = asyncio.Event()
+        self._waiters[job_id].add(event)
+        try:
+            while True:
+                if await is_finished():
+                    return True
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(event.wait(), min(left, self.recheck_s))
+                except asyncio.TimeoutError:
+                    pass
+                event.clear()
+        finally:
+            self._waiters[job_id].discard(event)
+            if not self._waiters[job_id]:
+                self._waiters.pop(job_id, None)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.client.pubsub(ignore_subscribe_messages=True) as ps:
+                    await ps.subscribe(self.channel)
+                    async for message in ps.listen():
+                        job_id = message["data"].decode() if isinstance(message["data"], bytes) else str(message["data"])
+                        for event in self._waiters.get(job_id, ()):
+                            event.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # Redis restarted: waiters fall back on re-checking; resubscribe soon
+                log.debug("job events: %s; resubscribing", e)
+                await asyncio.sleep(1.0)

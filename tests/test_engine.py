@@ -1,0 +1,137 @@
+"""worker.engine.DigitModel: serves the committed model without torch, and names the file on every error."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from phonereader import ROOT
+from phonereader.modelcard import ModelFileError
+from worker.engine import DigitModel
+
+CARD = ROOT / "models" / "default.json"
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    for ext in ("json", "onnx", "safetensors"):
+        shutil.copy(CARD.with_suffix(f".{ext}"), tmp_path / f"default.{ext}")
+    return tmp_path
+
+
+def edit_card(path, **changes):
+    raw = json.loads(path.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = raw
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    path.write_text(json.dumps(raw))
+
+
+def test_predict_proba_is_calibrated_softmax():
+    model = DigitModel.load(CARD, runtime="onnx")
+    x = np.random.default_rng(0).random((7, 28, 28), dtype=np.float32)
+    p = model.predict_proba(x)
+    assert p.shape == (7, 10) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    z = model.logits(x) / model.card.temperature
+    np.testing.assert_allclose(p, np.exp(z) / np.exp(z).sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(model.predict_proba(x[:, None]), p, atol=1e-6)
+    assert model.predict_proba(np.zeros((0, 28, 28), np.float32)).shape == (0, 10)
+    assert model.version.startswith("default-") and model.runtime == "onnx"
+    with pytest.raises(ValueError, match=r"\(N,28,28\)"):
+        model.predict_proba(np.zeros((2, 32, 32), np.float32))
+
+
+def test_engine_serves_without_torch():
+    code = (
+        "import sys, numpy as np; sys.modules['torch'] = None\n"  # any torch import would now fail
+        "from worker.engine import DigitModel\n"
+        f"m = DigitModel.load(r'{CARD}')\n"
+        "assert m.runtime == 'onnx', m.runtime\n"
+        "print(m.predict_proba(np.zeros((3, 28, 28), np.float32)).shape)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "(3, 10)" in out.stdout
+
+
+def test_missing_card(tmp_path):
+    with pytest.raises(ModelFileError, match=f"{tmp_path / 'nope.json'}.*not found"):
+        DigitModel.load(tmp_path / "nope.json")
+
+
+def test_not_json_and_wrong_format(model_dir):
+    card = model_dir / "default.json"
+    card.write_text("{not json")
+    with pytest.raises(ModelFileError, match="default.json.*not a JSON"):
+        DigitModel.load(card)
+    card.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ModelFileError, match="default.json.*not a phonereader model card"):
+        DigitModel.load(card)
+
+
+def test_invalid_card_fields(model_dir):
+    card = model_dir / "default.json"
+    edit_card(card, temperature=-1)
+    with pytest.raises(ModelFileError, match="default.json.*invalid model card.*temperature"):
+        DigitModel.load(card)
+
+
+def test_missing_onnx_file(model_dir):
+    (model_dir / "default.onnx").unlink()
+    with pytest.raises(ModelFileError, match="default.onnx.*not found"):
+        DigitModel.load(model_dir / "default.json", runtime="onnx")
+
+
+def test_weights_not_matching_card(model_dir):
+    onnx = model_dir / "default.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelFileError, match="default.onnx.*sha256 does not match"):
+        DigitModel.load(model_dir / "default.json", runtime="onnx")
+
+
+def test_garbage_onnx_with_matching_hash(model_dir):
+    from phonereader.modelcard import sha256
+
+    onnx = model_dir / "default.onnx"
+    onnx.write_bytes(b"this is not a protobuf")
+    edit_card(model_dir / "default.json", files__onnx_sha256=sha256(onnx))
+    with pytest.raises(ModelFileError, match="default.onnx.*not a loadable ONNX model"):
+        DigitModel.load(model_dir / "default.json", runtime="onnx")
+
+
+def test_torch_weights_of_another_architecture(model_dir):
+    pytest.importorskip("torch")
+    edit_card(model_dir / "default.json", hparams__c1=8)
+    with pytest.raises(ModelFileError, match="default.safetensors.*do not match the architecture"):
+        DigitModel.load(model_dir / "default.json", runtime="torch", device="cpu")
+    from phonereader.modelcard import sha256
+
+    (model_dir / "default.safetensors").write_bytes(b"\x00" * 64)
+    edit_card(model_dir / "default.json", files__weights_sha256=sha256(model_dir / "default.safetensors"))
+    with pytest.raises(ModelFileError, match="default.safetensors.*not a readable safetensors"):
+        DigitModel.load(model_dir / "default.json", runtime="torch", device="cpu")
+
+
+def test_onnx_of_the_wrong_shape(model_dir):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from phonereader.modelcard import sha256
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 784])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 784])],
+    )  # fmt: skip
+    path = model_dir / "default.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    edit_card(model_dir / "default.json", files__onnx_sha256=sha256(path))
+    with pytest.raises(ModelFileError, match=r"default.onnx.*expected input \(N,1,28,28\)"):
+        DigitModel.load(model_dir / "default.json", runtime="onnx")

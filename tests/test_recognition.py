@@ -1,0 +1,232 @@
+"""The full Recognizer on samples of every kind with known truth (MNIST test digits, committed model).
+
+The accuracy floors here are loose sanity checks on a few dozen samples; the targets themselves are
+measured by `phonereader evaluate-pipeline` on thousands. Tests that need no model use a stub that
+explodes when called, which also proves cutting never touches the model.
+"""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from phonereader.config import Settings
+from phonereader.imageio import load_page
+from training import synth
+from worker.recognition import Field, Recognizer
+
+SETTINGS = Settings()
+HAVE_MODEL = SETTINGS.model_path.exists()
+HAVE_MNIST = (SETTINGS.mnist_dir / "t10k-images-idx3-ubyte.gz").exists()
+needs_model = pytest.mark.skipif(not HAVE_MODEL, reason=f"no committed model at {SETTINGS.model_path}")
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST IDX files not in {SETTINGS.mnist_dir}")
+
+
+class Exploding:
+    version = "none"
+
+    def predict_proba(self, x):
+        raise AssertionError("the model must not be called here")
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return Recognizer(settings=SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def cutter():
+    return Recognizer(model=Exploding(), settings=SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    if not HAVE_MNIST:
+        pytest.skip("MNIST not available")
+    return synth.DigitPool("test")
+
+
+def _ink(data: bytes) -> np.ndarray:
+    return load_page(data, "sample", 0, SETTINGS)
+
+
+# --- known truth through the whole pipeline ----------------------------------------------------------
+
+
+@needs_model
+@needs_mnist
+def test_boxes_with_known_truth(rec, pool):
+    score = synth.Score()
+    for s in synth.make_boxes(pool, 20, seed=101):
+        r = rec.recognize([_ink(b) for b in s.images], "boxes", s.region)[0]
+        score.add(s.truth, r.digits)
+        assert [d.empty for d in r.digits_detail] == s.empty, "empty boxes are reported empty, others are read"
+        assert all(d.digit is None for d in r.digits_detail if d.empty)
+    assert score.digit_accuracy >= 0.97, score
+
+
+@needs_model
+@needs_mnist
+def test_lines_with_known_truth(rec, pool):
+    samples = synth.make_lines(pool, 40, seed=102)
+    fields = [rec.cut(_ink(s.image), "line")[0] for s in samples]
+    score = synth.Score()
+    for s, f, p in zip(samples, fields, rec.predict(fields)):
+        score.add(s.truth, rec.read(f, p, s.region).digits)
+    assert score.digit_accuracy >= 0.93, score
+
+
+@needs_model
+@needs_mnist
+def test_forms_with_known_truth_in_reading_order(rec, pool):
+    score = synth.Score()
+    for s in synth.make_forms(pool, 4, seed=103):
+        fields = rec.cut(_ink(s.image), "auto")
+        assert [f.kind for f in fields] == ["form"] * len(s.fields)
+        assert synth.match_fields(s.fields, [f.box for f in fields]) == list(range(len(s.fields))), "reading order"
+        for truth, f, p in zip(s.fields, fields, rec.predict(fields)):
+            score.add(truth.truth, rec.read(f, p, truth.region).digits)
+    assert score.digit_accuracy >= 0.95, score
+
+
+# --- behaviour that needs no model ----------------------------------------------------------------------
+
+
+def _line_of_separators(chars: str, height: float = 40.0) -> np.ndarray:
+    pieces = [synth.separator_ink(c, height, 4.0) for c in chars]
+    hmax = max(p.shape[0] for p in pieces)
+    canvas = np.zeros((hmax + 40, sum(p.shape[1] + 25 for p in pieces) + 40), np.float32)
+    x = 20
+    for p in pieces:
+        y = 20 + (hmax - p.shape[0]) // 2 + (int(height * 0.6) if p.shape[0] < height * 0.5 else 0)
+        canvas[y : y + p.shape[0], x : x + p.shape[1]] = np.maximum(canvas[y : y + p.shape[0], x : x + p.shape[1]], p)
+        x += p.shape[1] + 25
+    return canvas
+
+
+@needs_mnist
+def test_separators_are_not_read_as_digits(cutter, pool):
+    rng = np.random.default_rng(5)
+    for written in ["(212) 555-0142", "212.555.0142", "+1 212 555 0142", "07911-123-456"]:
+        ink, *_ = synth._compose_line(written, pool, rng, 40.0, touch_p=0.0, break_p=0.0)
+        field = cutter.cut(ink, "line")[0]
+        digits = sum(ch.isdigit() for ch in written)
+        assert len(field.boxes) == digits, written
+        seps = "".join(ch for ch, _ in field.separators)
+        assert sorted(seps.replace(".", "")) == sorted(ch for ch in written if ch in "()-+"), (written, seps)
+
+
+def test_a_line_of_only_separators_has_no_glyphs(cutter):
+    # with no digits to set the height, brackets and dashes still must not become glyphs of a number
+    ink = _line_of_separators("(-)")
+    field = cutter.cut(ink, "line")[0]
+    assert field.boxes == [] and "".join(ch for ch, _ in field.separators) == "(-)"
+
+
+@pytest.mark.parametrize("kind", ["line", "form", "auto"])
+def test_blank_and_noisy_paper_give_no_digits(cutter, kind):
+    rng = np.random.default_rng(0)
+    blank = np.zeros((120, 500), np.float32)
+    paper = np.clip(0.25 + 0.1 * np.linspace(0, 1, 500)[None, :] + rng.normal(0, 0.03, (120, 500)), 0, 1).astype(np.float32)
+    for ink in (blank, paper):
+        fields = cutter.cut(ink, kind)
+        assert len(fields) == 1 and len(fields[0].crops) == 0 and fields[0].boxes == []
+        r = cutter.read(fields[0], np.zeros((0, 10), np.float32), "US")
+        assert r.digits == "" and r.digits_detail == [] and not r.valid
+
+
+def test_transparent_canvas_boxes_and_empty_boxes(cutter):
+    def box(draw: bool) -> bytes:
+        rgba = np.zeros((50, 50, 4), np.uint8)  # transparent black: naive grayscale would make it all ink
+        if draw:
+            rgba[10:40, 23:27, 3] = 255  # a "1"
+        buf = io.BytesIO()
+        Image.fromarray(rgba, "RGBA").save(buf, "PNG")
+        return buf.getvalue()
+
+    field = cutter.cut_boxes([_ink(box(True)), _ink(box(False)), _ink(box(True))])
+    assert field.empty == [False, True, False]
+    assert field.crops.shape == (2, 28, 28)
+    x0, y0, x1, y1 = field.boxes[0]
+    assert 20 <= x0 < x1 <= 30 and 8 <= y0 < y1 <= 42, "the digit's box within its own image"
+    probs = np.full((2, 10), 0.01, np.float32)
+    probs[:, 1] = 0.91
+    r = cutter.read(field, probs, "US")
+    assert r.digits == "11" and [d.empty for d in r.digits_detail] == [False, True, False]
+    assert r.digits_detail[1].digit is None and r.digits_detail[1].confidence == 0.0
+
+
+def test_a_stray_tap_is_an_empty_box_not_a_digit(cutter):
+    ink = np.zeros((64, 64), np.float32)
+    ink[30:33, 30:33] = 1.0
+    field = cutter.cut_boxes([ink])
+    assert field.empty == [True] and len(field.crops) == 0
+
+
+@needs_mnist
+def test_broken_five_is_one_digit(cutter, pool):
+    """A 5 whose top bar floats apart, alone and between other digits, is still one glyph."""
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        five = synth.break_strokes(synth.pen_digit(pool.draw(5, rng), 40, rng, 0.1), rng, 5)
+        two, three = (synth.pen_digit(pool.draw(d, rng), 40, rng, 0.1) for d in (2, 3))
+        ink = np.zeros((90, 220), np.float32)
+        for x, g in ((20, two), (90, five), (160, three)):
+            ink[25 : 25 + g.shape[0], x : x + g.shape[1]] = g
+        assert len(cutter.cut(ink, "line")[0].boxes) == 3
+        alone = np.zeros((90, 90), np.float32)
+        alone[25 : 25 + five.shape[0], 20 : 20 + five.shape[1]] = five
+        assert len(cutter.cut(alone, "line")[0].boxes) == 1
+
+
+@needs_mnist
+def test_touching_pair_offers_a_split(cutter, pool):
+    """Two digits drawn overlapping form one blob; the cut must offer the two-digit reading."""
+    rng = np.random.default_rng(9)
+    a, b = synth.pen_digit(pool.draw(0, rng), 40, rng, 0.1), synth.pen_digit(pool.draw(8, rng), 40, rng, 0.1)
+    ink = np.zeros((80, a.shape[1] + b.shape[1] + 40), np.float32)
+    ink[20 : 20 + a.shape[0], 20 : 20 + a.shape[1]] = a
+    x = 20 + a.shape[1] - 4
+    ink[20 : 20 + b.shape[0], x : x + b.shape[1]] = np.maximum(ink[20 : 20 + b.shape[0], x : x + b.shape[1]], b)
+    field = cutter.cut(ink, "line")[0]
+    counts = {len(o.rows) for c in field.choices for o in c.options} | {len(field.boxes)}
+    assert 2 in counts
+
+
+# --- the worker's batching contract -----------------------------------------------------------------------
+
+
+@needs_model
+@needs_mnist
+def test_cross_item_batching_gives_the_same_readings(rec, pool):
+    lines = synth.make_lines(pool, 3, seed=7)
+    form = synth.make_forms(pool, 1, seed=8)[0]
+    boxes = synth.make_boxes(pool, 1, seed=9)[0]
+    inks = [_ink(s.image) for s in lines] + [_ink(form.image)]
+    fields = [f for ink in inks for f in rec.cut(ink, "auto")] + [rec.cut_boxes([_ink(b) for b in boxes.images])]
+    batch = np.concatenate([f.crops for f in fields])
+    probs = rec.model.predict_proba(batch)  # what the worker does: ONE forward pass for everything
+    offsets = np.cumsum([0] + [len(f.crops) for f in fields])
+    batched = [rec.read(f, probs[a:b], "US") for f, a, b in zip(fields, offsets, offsets[1:])]
+    alone = [r for ink in inks for r in rec.recognize([ink], "auto", "US")] + rec.recognize([_ink(b) for b in boxes.images], "boxes", "US")
+    assert [r.digits for r in batched] == [r.digits for r in alone]
+    assert [f.kind for f in fields] == ["line"] * 3 + ["form"] * len(form.fields) + ["boxes"]
+
+
+def test_field_shapes_are_consistent(cutter):
+    ink = np.zeros((60, 200), np.float32)
+    ink[15:45, 30:34] = 1
+    ink[15:45, 80:84] = 1
+    field = cutter.cut(ink, "line")[0]
+    assert isinstance(field, Field) and field.kind == "line"
+    assert field.crops.dtype == np.float32 and field.crops.shape[1:] == (28, 28)
+    assert len(field.boxes) == len(field.empty) == 2
+    assert len(field.crops) >= sum(not e for e in field.empty)
+
+
+def test_bad_kind_is_refused(cutter):
+    with pytest.raises(ValueError):
+        cutter.cut(np.zeros((10, 10), np.float32), "boxes")
+    with pytest.raises(ValueError):
+        cutter.recognize([np.zeros((10, 10), np.float32)], "scribble")

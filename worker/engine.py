@@ -1,0 +1,116 @@
+"""The one object that owns a loaded digit model for serving: ONNX Runtime on CPU, or torch on CUDA.
+
+Workers build it once (``DigitModel.load``) and push batches of normalised digits through it. No torch
+import at module level: CPU workers run ONNX Runtime without torch installed. Nothing is unpickled:
+the card is JSON, the weights are ONNX or safetensors, each checked against the card's sha256.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from phonereader.modelcard import ModelCard, ModelFileError, load_card, model_file
+
+log = logging.getLogger(__name__)
+Runtime = Literal["auto", "onnx", "torch"]
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class DigitModel:
+    """Calibrated digit probabilities from normalised 28x28 digits (white on black, in [0, 1])."""
+
+    def __init__(self, card: ModelCard, card_path: Path, runtime: str, device: str, run):
+        self.card, self.card_path, self.runtime, self.device = card, card_path, runtime, device
+        self._run = run  # (N,1,28,28) float32, mean/std-normalised -> (N,10) float32 logits
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    @classmethod
+    def load(cls, card_path: Path | str, device: str = "auto", runtime: Runtime = "auto", threads: int | None = None) -> "DigitModel":
+        """Open the card and its weights. 'auto' = torch on CUDA when present, else ONNX Runtime on CPU
+        (the faster CPU runtime in ``phonereader bench model``). ``threads`` caps ONNX Runtime's intra-op
+        threads (default: its own choice, one per core)."""
+        card_path = Path(card_path)
+        card = load_card(card_path)
+        if runtime not in ("auto", "onnx", "torch"):
+            raise ValueError(f"runtime must be auto, onnx or torch, not {runtime!r}")
+        if device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+        if runtime == "auto":
+            runtime = "torch" if device != "cpu" and _cuda_available() else "onnx"
+        if runtime == "onnx":
+            if device == "cuda":
+                raise ValueError("runtime 'onnx' serves on the CPU; use runtime 'torch' for device 'cuda'")
+            return cls(card, card_path, "onnx", "cpu", _onnx_runner(card_path, card, threads))
+        if device == "auto":
+            device = "cuda" if _cuda_available() else "cpu"
+        return cls(card, card_path, "torch", device, _torch_runner(card_path, device))
+
+    def logits(self, digits: np.ndarray) -> np.ndarray:
+        """(N,28,28) or (N,1,28,28) float32 in [0,1] -> raw logits (N,10)."""
+        x = np.asarray(digits, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+            raise ValueError(f"expected digits of shape (N,28,28) or (N,1,28,28), got {x.shape}")
+        if len(x) == 0:
+            return np.zeros((0, 10), np.float32)
+        x = (x - self.card.input.mean) / self.card.input.std
+        return self._run(np.ascontiguousarray(x, dtype=np.float32))
+
+    def predict_proba(self, digits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities softmax(logits / T), (N,10) float32; rows sum to 1."""
+        z = self.logits(digits) / self.card.temperature
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _onnx_runner(card_path: Path, card: ModelCard, threads: int | None):
+    import onnxruntime as ort
+
+    path = model_file(card_path, card, "onnx")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types; all mean "bad file"
+        raise ModelFileError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    if len(inputs) != 1 or list(inputs[0].shape[1:]) != [1, 28, 28] or list(outputs[0].shape[1:]) != [10]:
+        raise ModelFileError(
+            f"{path}: expected input (N,1,28,28) and output (N,10), found {inputs[0].shape} -> {outputs[0].shape}"
+        )
+    name = inputs[0].name
+    return lambda x: sess.run(None, {name: x})[0]
+
+
+def _torch_runner(card_path: Path, device: str):
+    import torch
+
+    from training.export import load_model
+    from training.models import fuse_for_inference
+
+    model = fuse_for_inference(load_model(card_path, device=device)[0])  # BN folded, as in the ONNX graph
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return model(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return run

@@ -1,0 +1,106 @@
+"""Phone rules on top of per-digit probabilities: validity, formats, and correction by context.
+
+The model reads each digit alone; a phone number is not a random string. When the top reading is not a
+valid number for the region but a slightly less likely combination of the top-3 alternatives is, the
+valid one is almost always what was written (people rarely write invalid numbers, the model is
+calibrated, so "slightly less likely" is a real probability ratio). We search combinations best-first
+by joint probability, bounded in count and in how far below the top reading we are willing to go.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+import phonenumbers
+from phonenumbers import PhoneNumberFormat
+
+MIN_RATIO = 0.02  # a correction must be at least this probable relative to the top reading
+MAX_TRIES = 2000  # candidates examined at most (each is one phonenumbers parse, ~20 us)
+TOP_K = 3
+
+
+@dataclass
+class PhoneInfo:
+    valid: bool = False
+    e164: str | None = None
+    formatted: str | None = None
+    international: str | None = None
+    region: str | None = None
+
+
+def _parse(digits: str, region: str, plus: bool):
+    try:
+        return phonenumbers.parse(("+" if plus else "") + digits, None if plus else region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def info(digits: str, region: str, plus: bool = False) -> PhoneInfo:
+    """Validity and formats; an unparseable or invalid string still gets formats when it is possible."""
+    if not digits:
+        return PhoneInfo(region=region)
+    num = _parse(digits, region, plus)
+    if num is None:
+        return PhoneInfo(region=region)
+    valid = phonenumbers.is_valid_number(num)
+    if not valid and not phonenumbers.is_possible_number(num):
+        return PhoneInfo(region=region)
+    return PhoneInfo(
+        valid=valid,
+        e164=phonenumbers.format_number(num, PhoneNumberFormat.E164),
+        formatted=phonenumbers.format_number(num, PhoneNumberFormat.NATIONAL),
+        international=phonenumbers.format_number(num, PhoneNumberFormat.INTERNATIONAL),
+        region=phonenumbers.region_code_for_number(num) or region,
+    )
+
+
+def is_valid(digits: str, region: str, plus: bool = False) -> bool:
+    num = _parse(digits, region, plus)
+    return num is not None and phonenumbers.is_valid_number(num)
+
+
+def correct(
+    probs: np.ndarray,
+    region: str,
+    plus: bool = False,
+    min_ratio: float = MIN_RATIO,
+    max_tries: int = MAX_TRIES,
+    top_k: int = TOP_K,
+) -> np.ndarray | None:
+    """Digit indices of the most probable *valid* reading, or None when the top reading is valid or no
+    valid reading within ``min_ratio`` of it exists. ``probs`` is (n, 10), one row per digit."""
+    probs = np.asarray(probs, np.float64)
+    n = len(probs)
+    if n == 0:
+        return None
+    order = np.argsort(-probs, axis=1)[:, :top_k]
+    logp = np.log(np.clip(np.take_along_axis(probs, order, axis=1), 1e-12, 1.0))
+    top = "".join(str(d) for d in order[:, 0])
+    if is_valid(top, region, plus):
+        return None
+    num = _parse(top, region, plus)
+    if not plus and (num is None or not phonenumbers.is_possible_number(num)):
+        return None  # wrong length for the region: no substitution of digits can fix it
+    floor = logp[:, 0].sum() + np.log(min_ratio)
+    start = (0,) * n
+    heap = [(-logp[:, 0].sum(), start)]
+    seen = {start}
+    tries = 0
+    while heap and tries < max_tries:
+        neg, idx = heapq.heappop(heap)
+        if -neg < floor:
+            break
+        tries += 1
+        if tries > 1:
+            digits = "".join(str(order[i, k]) for i, k in enumerate(idx))
+            if is_valid(digits, region, plus):
+                return np.array([order[i, k] for i, k in enumerate(idx)])
+        for i in range(n):
+            if idx[i] + 1 < order.shape[1]:
+                nxt = idx[:i] + (idx[i] + 1,) + idx[i + 1 :]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (neg + logp[i, idx[i]] - logp[i, idx[i] + 1], nxt))
+    return None

@@ -1,0 +1,249 @@
+"""The recognition pipeline as a row of named steps: image -> fields of crops -> (batched model) -> readings.
+
+Cutting never calls the model, so a worker can cut many items of many jobs, stack every crop into one
+batch, run ``predict_proba`` once, split the rows back and ``read`` each field::
+
+    fields = [f for ink in inks for f in rec.cut(ink, kind)]        # model-free, per item
+    probs = model.predict_proba(np.concatenate([f.crops for f in fields]))
+    offsets = np.cumsum([0] + [len(f.crops) for f in fields])
+    readings = [rec.read(f, probs[a:b], region) for f, a, b in zip(fields, offsets, offsets[1:])]
+
+Ambiguous blobs in a line (a wide 0 or two touching digits?) carry their alternative cuts as extra
+rows of ``Field.crops``; ``read`` lets the model's probabilities choose between them. So a field's
+crops may outnumber its glyphs, and the worker must always pass ``len(field.crops)`` rows back.
+(A second, model-scored look at narrow glyphs the model doubts, the "17" touching pair, was tried
+and measured no gain on synthetic lines, so there is no second pass.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+
+from phonereader.normalize import normalize_batch
+from phonereader.schemas import Alternative, DigitDetail, Reading
+from worker.recognition import form as formmod
+from worker.recognition import line as linemod
+from worker.recognition import phone
+from worker.recognition.boxes import cut_box
+
+Box = tuple[int, int, int, int]
+KINDS = ("boxes", "line", "form", "auto")
+
+
+@dataclass
+class Option:
+    rows: list[int]  # rows of Field.crops
+    boxes: list[Box]
+    prior: float  # log prior from geometry
+
+
+@dataclass
+class Choice:
+    """Alternative cuts of one ambiguous blob; options[0] is the default, whose glyphs are
+    ``Field.boxes[first : first + len(options[0].rows)]``."""
+
+    first: int
+    options: list[Option]
+
+
+@dataclass
+class Field:
+    """One number's glyphs, cut and normalised, waiting for the model.
+
+    ``crops`` rows: first the non-empty default glyphs in order, then any alternative cuts (see Choice).
+    Boxes are (x0, y0, x1, y1) in the source image; for ``boxes`` fields, in each box's own image.
+    """
+
+    kind: str  # "boxes" | "line" | "form"
+    crops: np.ndarray  # (n, 28, 28) float32
+    boxes: list[Box]  # one per glyph, empty boxes included
+    empty: list[bool]
+    separators: list[tuple[str, Box]] = dc_field(default_factory=list)  # '+', '(', ')', '-', '.' with boxes
+    choices: list[Choice] = dc_field(default_factory=list)
+    box: Box | None = None  # the whole field in the source image (a form's comb, a line's ink)
+    plus: bool = False  # written with a leading '+': an international number
+
+    @property
+    def glyph_rows(self) -> list[int | None]:
+        rows, r = [], 0
+        for e in self.empty:
+            rows.append(None if e else r)
+            r += not e
+        return rows
+
+
+def _empty_field(kind: str, box: Box | None = None) -> Field:
+    return Field(kind, np.zeros((0, 28, 28), np.float32), [], [], box=box)
+
+
+def _union(boxes: list[Box]) -> Box | None:
+    if not boxes:
+        return None
+    a = np.asarray(boxes)
+    return int(a[:, 0].min()), int(a[:, 1].min()), int(a[:, 2].max()), int(a[:, 3].max())
+
+
+def line_field(cut: linemod.LineCut) -> Field:
+    """Default glyphs first, alternatives after; all crops normalised in one call."""
+    pieces: list[linemod.Piece] = []
+    boxes: list[Box] = []
+    pending: list[tuple[int, linemod.Slot]] = []
+    for slot in cut.slots:
+        first = len(pieces)
+        pieces.extend(slot.options[0].pieces)
+        boxes.extend(pc.box for pc in slot.options[0].pieces)
+        if len(slot.options) > 1:
+            pending.append((first, slot))
+    choices = []
+    for first, slot in pending:
+        d = slot.options[0]
+        opts = [Option(list(range(first, first + len(d.pieces))), [pc.box for pc in d.pieces], d.prior)]
+        for o in slot.options[1:]:
+            rows = list(range(len(pieces), len(pieces) + len(o.pieces)))
+            pieces.extend(o.pieces)
+            opts.append(Option(rows, [pc.box for pc in o.pieces], o.prior))
+        choices.append(Choice(first, opts))
+    crops = normalize_batch([pc.ink for pc in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
+    first_digit = min((b[0] for b in boxes), default=None)
+    plus = any(ch == "+" and (first_digit is None or b[2] <= first_digit + 2) for ch, b in cut.separators)
+    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus)
+
+
+class Recognizer:
+    """Owns the cutting rules and (lazily) the model. One per worker process."""
+
+    def __init__(self, model=None, settings=None, line_params=None, form_params=None):
+        if settings is None:
+            from phonereader.config import get_settings
+
+            settings = get_settings()
+        self.settings = settings
+        self._model = model
+        self.line_params = line_params or linemod.LineParams()
+        self.form_params = form_params or formmod.FormParams()
+
+    @property
+    def model(self):
+        """Loaded on first use, once: cutting alone (benchmarks, tests) needs no model."""
+        if self._model is None:
+            from worker.engine import DigitModel
+
+            s = self.settings
+            self._model = DigitModel.load(s.model_path, device=s.device, runtime=s.runtime)
+        return self._model
+
+    # --- cut: model-free -----------------------------------------------------------------------
+
+    def cut(self, ink: np.ndarray, kind: str = "auto") -> list[Field]:
+        """Fields of one image in reading order; always at least one (possibly with no glyphs)."""
+        if kind not in ("line", "form", "auto"):
+            raise ValueError(f"kind must be line, form or auto for one image, not {kind!r}")
+        ink = np.asarray(ink, np.float32)
+        if ink.ndim != 2 or ink.size == 0:
+            return [_empty_field("line" if kind == "auto" else kind)]
+        if kind == "form" or (kind == "auto" and formmod.has_rule(ink, self.form_params)):
+            fields = self.cut_form(ink)
+            if fields or kind == "form":
+                return fields or [_empty_field("form")]
+        return [line_field(linemod.cut_line(ink, self.line_params))]
+
+    def cut_form(self, ink: np.ndarray) -> list[Field]:
+        out = []
+        for ff in formmod.cut_form(ink, self.form_params):
+            crops = [c for c in ff.crops if c is not None]
+            norm = normalize_batch(crops) if crops else np.zeros((0, 28, 28), np.float32)
+            out.append(Field("form", norm, list(ff.cells), [c is None for c in ff.crops], box=ff.box))
+        return out
+
+    def cut_boxes(self, inks: list[np.ndarray]) -> Field:
+        """The canvas row of boxes, one digit per image, in order; boxes are in each image's coordinates."""
+        crops, boxes, empty = [], [], []
+        for ink in inks:
+            crop, box = cut_box(np.asarray(ink, np.float32))
+            boxes.append(box)
+            empty.append(crop is None)
+            if crop is not None:
+                crops.append(crop)
+        norm = normalize_batch(crops) if crops else np.zeros((0, 28, 28), np.float32)
+        return Field("boxes", norm, boxes, empty)
+
+    # --- read: probabilities -> reading ------------------------------------------------------------
+
+    def read(self, field: Field, probs: np.ndarray, region: str | None = None) -> Reading:
+        """Choose among alternative cuts, apply phone rules, and report calibrated confidences."""
+        probs = np.asarray(probs, np.float32).reshape(-1, 10)
+        if len(probs) != len(field.crops):
+            raise ValueError(f"expected {len(field.crops)} rows of probabilities, got {len(probs)}")
+        region = (region or self.settings.default_region).upper()
+        glyphs: list[tuple[Box, int | None]] = list(zip(field.boxes, field.glyph_rows))
+        logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
+        for ch in sorted(field.choices, key=lambda c: -c.first):  # from the right, so indices stay valid
+            best = max(ch.options, key=lambda o: o.prior + float(logmax[o.rows].sum()))
+            n_default = len(ch.options[0].rows)
+            glyphs[ch.first : ch.first + n_default] = list(zip(best.boxes, best.rows))
+        rows = [r for _, r in glyphs if r is not None]
+        p = probs[rows] if rows else np.zeros((0, 10), np.float32)
+        chosen = p.argmax(axis=1) if len(p) else np.zeros(0, np.int64)
+        raw = "".join(str(d) for d in chosen)
+        fixed = phone.correct(p, region, field.plus)
+        if fixed is not None:
+            chosen = fixed
+        digits = "".join(str(d) for d in chosen)
+        details, k = [], 0
+        for box, r in glyphs:
+            if r is None:
+                details.append(DigitDetail(digit=None, confidence=0.0, alternatives=[], box=box, empty=True))
+                continue
+            pr = probs[r]
+            top3 = np.argsort(-pr)[:3]
+            d = int(chosen[k])
+            k += 1
+            details.append(
+                DigitDetail(
+                    digit=str(d),
+                    confidence=float(pr[d]),
+                    alternatives=[Alternative(digit=str(int(a)), p=float(pr[a])) for a in top3],
+                    box=box,
+                )
+            )
+        confs = [dd.confidence for dd in details if not dd.empty]
+        info = phone.info(digits, region, field.plus)
+        return Reading(
+            kind=field.kind,
+            digits=digits,
+            confidence=float(np.prod(confs)) if confs else 0.0,
+            needs_review=any(c < self.settings.review_threshold for c in confs),
+            digits_detail=details,
+            valid=info.valid,
+            e164=info.e164,
+            formatted=info.formatted,
+            international=info.international,
+            region=info.region,
+            corrected=fixed is not None,
+            raw_digits=raw,
+            model_version=getattr(self._model, "version", "") or "",
+        )
+
+    # --- convenience -------------------------------------------------------------------------------
+
+    def predict(self, fields: list[Field]) -> list[np.ndarray]:
+        """One forward pass for all crops of all fields; the rows split back per field."""
+        sizes = [len(f.crops) for f in fields]
+        if sum(sizes) == 0:
+            return [np.zeros((0, 10), np.float32) for _ in fields]
+        probs = self.model.predict_proba(np.concatenate([f.crops for f in fields]))
+        return np.split(probs, np.cumsum(sizes)[:-1])
+
+    def recognize(self, inks, kind: str = "auto", region: str | None = None) -> list[Reading]:
+        """Cut everything, ONE predict_proba over all crops, read. ``boxes``: all inks are one number."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        if isinstance(inks, np.ndarray) and inks.ndim == 2:
+            inks = [inks]
+        if kind == "boxes":
+            fields = [self.cut_boxes(list(inks))]
+        else:
+            fields = [f for ink in inks for f in self.cut(ink, kind)]
+        return [self.read(f, p, region) for f, p in zip(fields, self.predict(fields))]
