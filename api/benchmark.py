@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from api.up import Stack
+from phonereader.loadgen import run_clients
 
 
 @dataclass
@@ -88,15 +89,7 @@ def closed_loop(url: str, images: list[tuple[bytes, str]], clients: int, seconds
             latencies.extend(mine)
             digits[0] += n_digits
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_clients(client, clients, seconds, stop)
     lat = np.array(latencies or [np.nan]) * 1000
     return {"images_s": len(latencies) / elapsed, "digits_s": digits[0] / elapsed, "errors": errors[0],
             "p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95)), "p99": float(np.percentile(lat, 99))}

@@ -27,7 +27,7 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from api import dataset
-from api.jobstore import now
+from api.jobstore import corrected, now
 from api.routes import Services, _not_found, services, visible_job
 from api.schemas import ErrorBody, Item
 from phonereader.imageio import InputError
@@ -111,19 +111,6 @@ def wanted(body: CorrectionIn, read: str) -> dict[int, str]:
     return changes
 
 
-def corrected_item(item: dict, changes: dict[int, str]) -> dict:
-    out = {**item, "digits_detail": [dict(d) for d in item["digits_detail"]]}
-    digits = list(item["digits"])
-    for pos, label in changes.items():
-        digits[pos] = label
-    out["digits"] = "".join(digits)
-    glyphs = [d for d in out["digits_detail"] if not d.get("empty")]
-    for pos, label in changes.items():
-        if pos < len(glyphs):
-            glyphs[pos]["digit"] = label
-    return out
-
-
 @router.post("/api/jobs/{job_id}/items/{index}/corrections", status_code=201, response_model=CorrectionOut,
              responses=ERRORS, summary="Correct an item's digits; each corrected crop becomes a training sample")
 async def correct_item(request: Request, job_id: str, index: int, body: CorrectionIn,
@@ -144,8 +131,9 @@ async def correct_item(request: Request, job_id: str, index: int, body: Correcti
     if item["status"] != "succeeded":
         raise _bad("item_failed", f"item {index} failed ({(item.get('error') or {}).get('code', 'failed')}); "
                    "there are no digits to correct", 409)
-    read = item["digits"] or ""
+    read = item["digits"] or ""  # as shown now, with earlier corrections
     changes = wanted(body, read)
+    model = item["model_digits"] or read
 
     names = {pos: crop_name(item["unit"], item["field"], pos) for pos in changes}
     records = await svc.redis.hmget(svc.store.keys.crops(job_id), [names[p] for p in sorted(changes)])
@@ -160,7 +148,7 @@ async def correct_item(request: Request, job_id: str, index: int, body: Correcti
         raise _bad("duplicate", f"position {pos} of item {index} is already corrected; one correction per digit", 409)
 
     t = now()
-    samples = [(dataset.Sample(label=changes[p], wrong=read[p], job=job_id, item=index, unit=item["unit"],
+    samples = [(dataset.Sample(label=changes[p], wrong=model[p], job=job_id, item=index, unit=item["unit"],
                                field=item["field"], position=p, model_version=item.get("model_version") or "",
                                time=t), *unpack(rec)) for p, rec in zip(sorted(changes), records)]
     try:
@@ -169,7 +157,7 @@ async def correct_item(request: Request, job_id: str, index: int, body: Correcti
         await svc.redis.hdel(svc.store.keys.corrections(job_id), *names.values())
         raise
     saved = [{"position": x[0].position, "from": x[0].wrong, "to": x[0].label, "file": f} for x, f in zip(samples, files)]
-    return JSONResponse({"item": corrected_item(item, changes), "saved": saved}, status_code=201)
+    return JSONResponse({"item": corrected(item, changes, job.get("region") or ""), "saved": saved}, status_code=201)
 
 
 def _admin(request: Request, svc: Services = Depends(services)) -> None:

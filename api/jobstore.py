@@ -37,6 +37,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from starlette.concurrency import run_in_threadpool
 
+from phonereader import phone
+
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{22,64}$")
 
 
@@ -147,7 +149,7 @@ def _item(base: dict, status: str, reading: dict | None = None, error: dict | No
         "digits": None, "formatted": None, "valid": None, "confidence": None, "needs_review": None,
         "digits_detail": [], "error": error,
         "kind": None, "e164": None, "international": None, "region": None, "corrected": None,
-        "raw_digits": None, "model_version": None,
+        "raw_digits": None, "model_version": None, "model_digits": None, "user_corrected": [],
     }
     if reading is not None:
         for key in item:
@@ -159,8 +161,43 @@ def _item(base: dict, status: str, reading: dict | None = None, error: dict | No
     return item
 
 
-def job_view(job_id: str, meta: dict, raw_units: list, raw_results: dict, raw_attempts: dict, detail: bool) -> dict:
-    """The API's view of a job from its raw Redis hashes."""
+def corrected(item: dict, labels: dict[int, str], region: str) -> dict:
+    """The item as the user corrected it: digits, details and phone checks follow the user's digits.
+
+    ``model_digits`` keeps what the service read, so a reviewer (and the training set) still sees both.
+    """
+    model = item.get("model_digits") or item["digits"] or ""
+    digits = list(item["digits"] or "")
+    for pos, label in labels.items():
+        if 0 <= pos < len(digits):
+            digits[pos] = label
+    details = [dict(d) for d in item["digits_detail"]]
+    glyphs = [d for d in details if not d.get("empty")]
+    for pos, label in labels.items():
+        if pos < len(glyphs):
+            glyphs[pos]["digit"] = label
+    # a number read with a leading "+" formats as "+digits"; that is how we know which rule applied
+    plus = bool(model) and item.get("e164") == "+" + model
+    info = phone.info("".join(digits), (item.get("region") or region) if plus else region, plus)
+    done = sorted({*item["user_corrected"], *labels})
+    # a person has looked at the number and said what it is: it needs no more review
+    return {**item, "digits": "".join(digits), "digits_detail": details, "model_digits": model,
+            "user_corrected": done, "needs_review": False, "valid": info.valid, "e164": info.e164, "formatted": info.formatted,
+            "international": info.international}
+
+
+def _labels(raw: dict) -> dict[tuple[int, int], dict[int, str]]:
+    """The corrections hash ("unit.field.pos" -> digit) grouped per item."""
+    out: dict[tuple[int, int], dict[int, str]] = {}
+    for key, label in raw.items():
+        unit, field, pos = (int(x) for x in key.decode().split("."))
+        out.setdefault((unit, field), {})[pos] = label.decode()
+    return out
+
+
+def job_view(job_id: str, meta: dict, raw_units: list, raw_results: dict, raw_attempts: dict, detail: bool,
+             raw_corrections: dict | None = None) -> dict:
+    """The API's view of a job from its raw Redis hashes, with the users' corrections applied."""
     meta = {key.decode(): value.decode() for key, value in meta.items()}
     units = [json.loads(u) for u in raw_units]
     results = {int(u): json.loads(r) for u, r in raw_results.items()}
@@ -169,6 +206,12 @@ def job_view(job_id: str, meta: dict, raw_units: list, raw_results: dict, raw_at
     failed = sum(1 for r in results.values() if r["status"] == "failed")
     # workers never write the job hash (see worker.results), so the times come from the results
     updated = max([created, *(r.get("finished_at") or created for r in results.values())])
+    items = items_of(units, results, attempts, detail=detail)
+    fixes = _labels(raw_corrections or {})
+    if fixes:
+        region = meta.get("region") or ""
+        items = [corrected(i, fixes[key], region) if (key := (i["unit"], i["field"] or 0)) in fixes
+                 and i["status"] == "succeeded" else i for i in items]
     return {
         "id": job_id,
         "kind": meta.get("kind"),
@@ -178,7 +221,7 @@ def job_view(job_id: str, meta: dict, raw_units: list, raw_results: dict, raw_at
         "updated_at": updated,
         "finished_at": updated if len(results) == total else None,
         "progress": {"done": len(results), "total": total},
-        "items": items_of(units, results, attempts, detail=detail),
+        "items": items,
     }
 
 
@@ -243,12 +286,14 @@ class JobStore:
             p.lrange(k.units(job_id), 0, -1)
             p.hgetall(k.results(job_id))
             p.hgetall(k.attempts(job_id))
-            meta, raw_units, raw_results, raw_attempts = await p.execute()
+            p.hgetall(k.corrections(job_id))
+            meta, raw_units, raw_results, raw_attempts, raw_fixes = await p.execute()
         if not meta:
             return None
+        args = (job_id, meta, raw_units, raw_results, raw_attempts, detail, raw_fixes)
         if len(raw_units) > 100:  # parsing thousands of results would stall every other request
-            return await run_in_threadpool(job_view, job_id, meta, raw_units, raw_results, raw_attempts, detail)
-        return job_view(job_id, meta, raw_units, raw_results, raw_attempts, detail)
+            return await run_in_threadpool(job_view, *args)
+        return job_view(*args)
 
     async def delete(self, job_id: str) -> bool:
         """Remove every key of the job. Queued tasks for it find no job and are dropped by the worker."""

@@ -54,6 +54,8 @@ class Item(BaseModel):
     corrected: bool | None = None
     raw_digits: str | None = None
     model_version: str | None = None
+    model_digits: str | None = Field(None, description="What the service read, when a user has corrected `digits` since.")
+    user_corrected: list[int] = Field(default_factory=list, description="Positions in `digits` a user corrected.")
 
 
 class Job(BaseModel):

@@ -39,23 +39,12 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         seconds: float = typer.Option(10.0, help="Duration of each measurement."),
         bulk: int = typer.Option(2000, help="Line images in the bulk zip (0: skip)."),
         images: int = typer.Option(200, help="Distinct synthetic line images to draw requests from."),
+        naive: bool = typer.Option(True, help="Also measure the naive baseline (--no-naive: our service only)."),
         naive_bulk: bool = typer.Option(True, help="Also send the bulk images to the naive baseline, one by one."),
         settings: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     ) -> None:
         """The whole comparison: model only, naive baseline, end to end for each W and C, bulk, batch sizes."""
-        table(workers, clients, seconds, bulk, images, True, True, naive_bulk, settings)
-
-    @bench.command("e2e")
-    def bench_e2e(
-        workers: str = typer.Option("1,2", help="Worker processes, comma-separated."),
-        clients: str = typer.Option("1,8,32,128", help="Concurrent closed-loop clients, comma-separated."),
-        seconds: float = typer.Option(10.0, help="Duration of each measurement."),
-        bulk: int = typer.Option(2000, help="Line images in the bulk zip (0: skip)."),
-        images: int = typer.Option(200, help="Distinct synthetic line images."),
-        settings: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    ) -> None:
-        """Our service only: HTTP -> Redis -> W workers -> result, then bulk and batch sizes."""
-        table(workers, clients, seconds, bulk, images, False, False, False, settings)
+        table(workers, clients, seconds, bulk, images, naive, naive, naive and naive_bulk, settings)
 
     @bench.command("naive")
     def bench_naive(

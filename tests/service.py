@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -90,9 +92,11 @@ def running_service(workers: int = 1, env: dict[str, str] | None = None, ready_t
     tag = secrets.token_hex(4)
     prefix, queue = f"test-{tag}", f"test-{tag}"
     shared = os.environ.get("REDIS_URL") or None
+    scratch = tempfile.TemporaryDirectory(prefix="phonereader-test-")  # corrections never land in ~/.cache
     stack = Stack(
         workers=workers, host="127.0.0.1", port=0, redis_url=shared, log_level=log_level,
-        env={"PHONEREADER_REDIS_PREFIX": prefix, "PHONEREADER_QUEUE_NAME": queue, **(env or {})},
+        env={"PHONEREADER_REDIS_PREFIX": prefix, "PHONEREADER_QUEUE_NAME": queue,
+             "PHONEREADER_CORRECTIONS_DIR": str(Path(scratch.name) / "corrections"), **(env or {})},
     )
     stack.start(ready_timeout_s)
     client = httpx.Client(base_url=stack.url, timeout=30)
@@ -101,6 +105,7 @@ def running_service(workers: int = 1, env: dict[str, str] | None = None, ready_t
     finally:
         client.close()
         stack.stop()
+        scratch.cleanup()
         if shared:
             _remove_keys(shared, prefix, queue)
 

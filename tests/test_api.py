@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 
 import fakeredis
 import pytest
@@ -17,6 +16,7 @@ from PIL import Image
 
 from api.app import create_app
 from phonereader.config import Settings
+from tests.fixtures.images import zipped
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -41,14 +41,6 @@ def pdf(pages: int) -> bytes:
     ims = [Image.new("RGB", (200, 100), "white") for _ in range(pages)]
     buf = io.BytesIO()
     ims[0].save(buf, "PDF", save_all=True, append_images=ims[1:])
-    return buf.getvalue()
-
-
-def zipped(entries: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries:
-            zf.writestr(name, data)
     return buf.getvalue()
 
 

@@ -71,6 +71,16 @@ def test_a_correction_becomes_a_training_sample(svc):
     # other positions are still open
     ok = svc.client.post(f"/api/jobs/{job_id}/items/0/corrections", json={"mapping": {"0": other(read[0])}})
     assert ok.status_code == 201, ok.text
+    assert ok.json()["saved"][0]["from"] == read[0]
+
+    # the job itself now shows what the user said, and what the service read
+    shown = svc.client.get(f"/api/jobs/{job_id}").json()["items"][0]
+    fixed = other(read[0]) + read[1] + other(read[2]) + read[3:]
+    assert shown["digits"] == fixed and shown["model_digits"] == read and shown["user_corrected"] == [0, 2]
+    assert [d["digit"] for d in shown["digits_detail"] if not d.get("empty")] == list(fixed)
+    assert shown["needs_review"] is False
+    brief = svc.client.get(f"/api/jobs/{job_id}", params={"detail": "false"}).json()["items"][0]
+    assert brief["digits"] == fixed and brief["digits_detail"] == []
 
 
 @pytest.mark.parametrize("body, status, code", [

@@ -9,6 +9,7 @@ and MNIST test accuracy has not dropped.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import zipfile
@@ -23,6 +24,17 @@ from tests.service import model_available, running_service
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "test-admin-token-0123456789"
 PER_JOB = 10
+
+
+def cli(args: list[str]) -> str:
+    """Run a phonereader command in this process, as typed; fail the test with its output if it fails."""
+    from typer.testing import CliRunner
+
+    from phonereader.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def submit_boxes(svc, inks: list[np.ndarray]) -> str:
@@ -53,7 +65,7 @@ def accuracy(reads, digit: str | None = None) -> float:
 def test_corrections_teach_the_model_a_regional_style(tmp_path):
     if not model_available():
         pytest.skip("no committed model")
-    from training.extra import FinetuneConfig, compare, deploy, finetune
+    from training.extra import deploy
 
     serve = tmp_path / "serve" / "default.json"  # the workers serve a copy; models/default.* is never touched
     serve.parent.mkdir()
@@ -102,10 +114,11 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path):
         assert sum(n.startswith("training/") for n in names) == sent
         assert sum(n.startswith("originals/") for n in names) == sent and "manifest.jsonl" in names
 
-        # 4. fine-tune the committed model on MNIST + the export, on a tiny budget
+        # 4. fine-tune the committed model on MNIST + the export, on a tiny budget, as a user would
         t1 = time.perf_counter()
-        card = finetune(FinetuneConfig(extra=export, init=serve, out=tmp_path / "new", name="regional",
-                                       steps=150, mnist_limit=20_000, val_limit=2_000))
+        cli(["train", "--extra", str(export), "--init", str(serve), "--out", str(tmp_path / "new"),
+             "--name", "regional", "--steps", "150", "--limit", "20000", "--device", "cpu"])
+        card = tmp_path / "new" / "regional.json"
         tune_s = time.perf_counter() - t1
 
         # 5. deploy where the worker serves from; it reloads between batches
@@ -116,7 +129,10 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path):
     from phonereader.modelcard import load_card
 
     new_version, old_version = load_card(card).version, load_card(ROOT / "models" / "default.json").version
-    scores = compare(card, baseline=ROOT / "models" / "default.json", limit=2000)
+    printed = cli(["evaluate", str(card), "--extra", str(export), "--baseline", str(ROOT / "models" / "default.json"),
+                   "--limit", "2000", "--device", "cpu"])
+    scores = json.loads(printed.strip().splitlines()[-1])
+    assert "held-out corrections" in printed and scores["model"]["extra_holdout_n"] > 0
     print(f"\nregional style held out: before {accuracy(before):.1%} (1s {accuracy(before, '1'):.1%}, "
           f"7s {accuracy(before, '7'):.1%}) -> after {accuracy(after):.1%} (1s {accuracy(after, '1'):.1%}, "
           f"7s {accuracy(after, '7'):.1%}); {sent} corrections; fine-tune {tune_s:.1f} s; "

@@ -9,10 +9,8 @@ them (``PHONEREADER_FUZZ_EXAMPLES=2000 pytest tests/test_fuzz.py -s`` prints how
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
-import zipfile
 from collections import Counter
 
 import fakeredis
@@ -26,7 +24,7 @@ from api.app import create_app
 from api.uploads import expand
 from phonereader.config import Settings
 from phonereader.imageio import InputError, count_pages, load_page
-from tests.fixtures.images import awkward_corpus, multipage_tiff, pdf
+from tests.fixtures.images import awkward_corpus, multipage_tiff, pdf, zipped
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow narrates the corrupt files we make
 EXAMPLES = int(os.environ.get("PHONEREADER_FUZZ_EXAMPLES", "0")) or None
@@ -136,14 +134,6 @@ def test_random_bytes_decode_or_fail_with_input_error(data):
 
 
 # --- archives: the upload expansion, with mutated zips and hostile entry names -----------------------------------
-
-
-def zipped(entries: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries:
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 ZIP_SEED = zipped([("a.png", SEEDS["gray.png"]), ("dir/b.tiff", SEEDS["scan.tiff"]), ("c.pdf", SEEDS["two.pdf"])])

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import io
 import time
-import zipfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.images import zipped
 from tests.service import service_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,14 +63,6 @@ class Digits:
 def _png(im: Image.Image) -> bytes:
     buf = io.BytesIO()
     im.save(buf, "PNG")
-    return buf.getvalue()
-
-
-def zipped(entries: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in entries:
-            zf.writestr(name, data)
     return buf.getvalue()
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from phonereader.config import Settings
 from worker.recognition import Choice, Field, Option, Recognizer
-from worker.recognition import phone
+from phonereader import phone
 
 
 def table(digits: str, sure: float = 0.98, alts: dict[int, tuple[int, float]] | None = None) -> np.ndarray:

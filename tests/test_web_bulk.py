@@ -76,20 +76,31 @@ def edit_distance(a: str, b: str) -> int:
     return row[-1]
 
 
-def test_zip_and_dropped_image_fill_the_table_and_download(chromium, service, upload):
+def open_bulk(chromium, service):
     context = chromium.new_context(base_url=service.url, accept_downloads=True, **DESKTOP)
     page = context.new_page()
     console = Console.watch(page)
     page.goto("/bulk")
     page.wait_for_selector("body[data-ready]")
+    return page, console
 
-    page.set_input_files("#file-input", [{"name": "numbers.zip", "mimeType": "application/zip", "buffer": upload["zip"]}])
-    drop_file(page, upload["loose_name"], upload["loose"])
-    assert page.locator("#file-list li").count() == 2
+
+def choose_zip(page, data: bytes) -> None:
+    page.set_input_files("#file-input", [{"name": "numbers.zip", "mimeType": "application/zip", "buffer": data}])
+
+
+def run_job(page) -> None:
     page.locator("#start").click()
-
     # (locator waits: the page's CSP forbids the eval that wait_for_function needs)
     page.locator("#status[data-tone]:not([data-busy])").wait_for(timeout=JOB_TIMEOUT_MS)
+
+
+def test_zip_and_dropped_image_fill_the_table_and_download(chromium, service, upload):
+    page, console = open_bulk(chromium, service)
+    choose_zip(page, upload["zip"])
+    drop_file(page, upload["loose_name"], upload["loose"])
+    assert page.locator("#file-list li").count() == 2
+    run_job(page)
     total = len(upload["truth"])
     assert page.locator("#progress-text").inner_text() == f"{total} / {total} items (100%)"
     assert page.eval_on_selector("#progress", "p => [p.value, p.max]") == [total, total]
@@ -150,17 +161,51 @@ def test_zip_and_dropped_image_fill_the_table_and_download(chromium, service, up
 
 def test_refused_upload_shows_the_servers_reason(chromium, service):
     """A file the gateway refuses (here: not an image at all) gets its 4xx message on the page."""
-    context = chromium.new_context(base_url=service.url, **DESKTOP)
-    page = context.new_page()
-    console = Console.watch(page)
-    page.goto("/bulk")
-    page.wait_for_selector("body[data-ready]")
+    page, console = open_bulk(chromium, service)
     page.set_input_files("#file-input", [{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"call me"}])
-    page.locator("#start").click()
-    status = page.locator("#status[data-tone]:not([data-busy])")
-    status.wait_for(timeout=JOB_TIMEOUT_MS)
-    text = status.inner_text()
+    run_job(page)
+    text = page.locator("#status").inner_text()
     assert "notes.txt" in text, text
     assert page.locator("#start").is_enabled()
     screenshot(page, "bulk-refused")
     console.assert_clean(allow=r"/api/jobs")
+
+
+def test_a_person_corrects_a_row_and_the_job_and_downloads_follow(chromium, service, upload):
+    """Press an item's digits, type the true number, Enter: the row, the job on the server and the CSV all
+    carry the correction, and the model's reading is kept beside it."""
+    page, console = open_bulk(chromium, service)
+    choose_zip(page, upload["zip"])
+    run_job(page)
+
+    job_id = json.loads(download(page, "#download-json"))["id"]
+    item = next(i for i in service.client.get(f"/api/jobs/{job_id}").json()["items"] if i["status"] == "succeeded")
+    read = item["digits"]
+    truth = upload["truth"][item["index"]]
+    # the true number when it has as many digits as were read, else the reading with its last digit changed
+    fixed = truth if len(truth) == len(read) and truth != read else read[:-1] + str((int(read[-1]) + 1) % 10)
+    row = page.locator(f'#results tbody tr[data-index="{item["index"]}"]')
+
+    # a wrong count is refused on the page, naming what is wrong, and nothing is sent
+    row.locator("button.digits-button").click()
+    row.locator("input.digits-edit").fill(read[:-1])
+    row.locator("input.digits-edit").press("Enter")
+    assert f"exactly {len(read)} digits" in page.locator("#status").inner_text()
+    assert row.locator("button.digits-button").inner_text() == read
+
+    row.locator("button.digits-button").click()
+    row.locator("input.digits-edit").fill(fixed)
+    row.locator("input.digits-edit").press("Enter")
+    page.locator("#status[data-tone=ok]").wait_for(timeout=10_000)
+    assert "saved" in page.locator("#status").inner_text()
+    assert row.locator("button.digits-button").inner_text() == fixed
+    assert row.locator(".corrected-mark").inner_text() == "corrected"
+    screenshot(page, "bulk-corrected")
+
+    server = service.client.get(f"/api/jobs/{job_id}").json()["items"][item["index"]]
+    assert server["digits"] == fixed and server["model_digits"] == read
+    assert server["user_corrected"] == [p for p, (a, b) in enumerate(zip(read, fixed)) if a != b]
+    assert server["needs_review"] is False
+    rows_csv = list(csv.DictReader(io.StringIO(download(page, "#download-csv"))))
+    assert rows_csv[item["index"]]["digits"] == fixed and rows_csv[item["index"]]["model_digits"] == read
+    console.assert_clean()

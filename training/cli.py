@@ -23,34 +23,47 @@ def _fail(e: Exception) -> None:
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command()
     def train(
-        model: str = typer.Option("default", help="mlp, lenet5 or default."),
-        epochs: Optional[int] = typer.Option(None, help="Main-stage epochs (a 3-epoch polish follows). Default: 30 for default, 12 for mlp and lenet5."),
+        model: str = typer.Option("default", help="mlp, lenet5 or default (with --extra and no --init: the architecture)."),
+        epochs: Optional[int] = typer.Option(None, help="Epochs. Default: 30 for default, 12 for mlp and lenet5."),
         seed: int = typer.Option(0, help="Same seed, same data, same device: same weights."),
         device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
         data: Optional[Path] = typer.Option(None, help="MNIST folder (IDX .gz or PNG folders). Default: Settings().mnist_dir."),
-        extra: Optional[str] = typer.Option(None, help="Reserved: extra training data set (not implemented yet)."),
+        extra: Optional[Path] = typer.Option(None, help="Users' corrections (the corrections folder or its export zip): "
+                                             "train on MNIST plus these, class-balanced (see training/extra.py)."),
+        init: Optional[Path] = typer.Option(None, help="With --extra: fine-tune this model card instead of training from scratch."),
+        steps: Optional[int] = typer.Option(None, help="With --extra: optimiser steps (default 300 with --init, else 6000)."),
+        extra_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="With --extra: share of a corrected class's samples drawn from the corrections."),
+        polish_epochs: int = typer.Option(0, min=0, help="A short low-rate second stage on mostly clean batches (off: it gained nothing on val)."),
         out: Path = typer.Option(MODELS, help="Folder for <name>.safetensors/.onnx/.json."),
-        name: Optional[str] = typer.Option(None, help="File stem (default: the model name)."),
+        name: Optional[str] = typer.Option(None, help="File stem (default: the model name; <init>-ft with --init)."),
         batch_size: int = typer.Option(128),
-        lr: float = typer.Option(4e-3, help="Peak learning rate of the one-cycle schedule."),
+        lr: Optional[float] = typer.Option(None, help="Peak learning rate (default 4e-3; with --extra 5e-4 fine-tuning, 5e-3 from scratch)."),
         limit: Optional[int] = typer.Option(None, help="Train on the first N training images only."),
     ) -> None:
-        """Train a model on normalised MNIST, calibrate it on val, export safetensors + ONNX + JSON card."""
-        if extra:
-            _fail(ValueError("--extra is reserved for later data sets; none is available yet"))
+        """Train a model on normalised MNIST (plus corrections with --extra), calibrate it on val, export
+        safetensors + ONNX + JSON card."""
         from phonereader.modelcard import ModelFileError
         from training.data import DataError
-        from training.train import TrainConfig
-        from training.train import train as run
+        from training.extra import ExtraDataError
 
-        if epochs is None:
-            epochs = 30 if model == "default" else 12
-        cfg = TrainConfig(model=model, epochs=epochs, seed=seed, device=device, data=data, out=out, name=name,
-                          batch_size=batch_size, lr=lr, limit=limit)  # fmt: skip
         command = "phonereader " + shlex.join(sys.argv[1:])
         try:
+            if extra is not None:
+                from training.extra_cli import train_extra
+
+                train_extra(extra, init, out, name, steps, lr, extra_fraction, batch_size, seed, device, data,
+                            command=command, model=model, mnist_limit=limit)
+                return
+            if init is not None or steps is not None:
+                raise ValueError("--init and --steps go with --extra (fine-tuning on corrections)")
+            from training.train import TrainConfig
+            from training.train import train as run
+
+            cfg = TrainConfig(model=model, epochs=epochs or (30 if model == "default" else 12), seed=seed,
+                              device=device, data=data, out=out, name=name, batch_size=batch_size,
+                              lr=lr or 4e-3, limit=limit, polish_epochs=polish_epochs)  # fmt: skip
             run(cfg, command=command)
-        except (DataError, ModelFileError, ValueError) as e:
+        except (DataError, ModelFileError, ExtraDataError, ValueError) as e:
             _fail(e)
 
     @app.command()
@@ -60,15 +73,31 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         robustness: bool = typer.Option(False, "--robustness", help="Also score the shifts the service meets."),
         data: Optional[Path] = typer.Option(None, help="MNIST folder. Default: Settings().mnist_dir."),
         device: str = typer.Option("auto"),
+        extra: Optional[Path] = typer.Option(None, help="Corrections folder or zip: score MNIST test and the held-out "
+                                             "fifth of the corrections side by side (instead of the full report)."),
+        baseline: Optional[Path] = typer.Option(None, help="With --extra: the model card to compare against (the serving one)."),
+        max_drop: float = typer.Option(0.1, help="With --baseline: MNIST test points the new model may lose before a warning."),
+        fail_on_drop: bool = typer.Option(False, "--fail-on-drop", help="Exit 2 when the MNIST drop exceeds --max-drop."),
+        limit: Optional[int] = typer.Option(None, help="With --extra: the first N MNIST test images only."),
     ) -> None:
-        """Test accuracy, per-class precision/recall, calibration error; report folder with plots."""
+        """Test accuracy, per-class precision/recall, calibration error; report folder with plots. With
+        --extra: MNIST test against held-out corrections, for the new model and a baseline."""
         from phonereader.modelcard import ModelFileError
         from training.data import DataError
-        from training.evaluate import evaluate as run
+        from training.extra import ExtraDataError
 
         try:
+            if extra is not None:
+                from training.extra_cli import evaluate_extra
+
+                evaluate_extra(model, extra, baseline, data, max_drop, fail_on_drop, limit)
+                return
+            if baseline is not None:
+                raise ValueError("--baseline goes with --extra")
+            from training.evaluate import evaluate as run
+
             run(model, report or ROOT / "reports" / model.stem, robustness=robustness, data=data, device=device)
-        except (DataError, ModelFileError) as e:
+        except (DataError, ModelFileError, ExtraDataError, ValueError) as e:
             _fail(e)
 
     @bench.command("model")

@@ -35,11 +35,8 @@ class DataError(RuntimeError):
 
 
 def md5(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def read_idx(path: Path, expected_md5: str | None = None) -> np.ndarray:

@@ -15,14 +15,19 @@ console = Console()
 
 def train_extra(extra: Path, init: Path | None, out: Path, name: str | None, steps: int | None, lr: float | None,
                 extra_fraction: float, batch_size: int, seed: int, device: str, data: Path | None,
-                command: str = "") -> Path:
+                command: str = "", model: str = "default", mnist_limit: int | None = None) -> Path:
     """Fine-tune ``init`` (a few hundred steps, small lr) or train from scratch (``init`` None: longer, larger lr)."""
     from training.extra import FinetuneConfig, finetune
 
+    if init is not None and not init.is_file():
+        raise ValueError(f"--init {init}: no such model card")
     cfg = FinetuneConfig(extra=extra, init=init, out=out, name=name, batch_size=batch_size, seed=seed,
-                         device=device, data=data, extra_fraction=extra_fraction,
+                         device=device, data=data, extra_fraction=extra_fraction, model=model, mnist_limit=mnist_limit,
                          steps=steps or (300 if init else 6000), lr=lr or (5e-4 if init else 5e-3))
-    return finetune(cfg, command=command)
+    card = finetune(cfg, command=command)
+    console.print(f"wrote {card}; compare it with: phonereader evaluate {card} --extra {extra}"
+                  + (f" --baseline {init}" if init else ""))
+    return card
 
 
 def evaluate_extra(model: Path, extra: Path | None, baseline: Path | None, data: Path | None,

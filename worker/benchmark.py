@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from phonereader.config import get_settings
+from phonereader.loadgen import run_clients
 from worker.batcher import DynamicBatcher
 
 
@@ -45,7 +46,7 @@ def batcher_run(model, clients: int, max_size: int, delay_ms: float, crops: int,
     latencies: list[float] = []
     lock, stop = threading.Lock(), threading.Event()
 
-    def client():
+    def client(_: int):
         mine = []
         while not stop.is_set():
             t0 = time.perf_counter()
@@ -54,15 +55,7 @@ def batcher_run(model, clients: int, max_size: int, delay_ms: float, crops: int,
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    time.sleep(seconds)
-    stop.set()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
+    elapsed = run_clients(client, clients, seconds, stop)
     batcher.stop()
     lat = np.array(latencies) * 1000
     return {"digits_s": len(lat) * crops / elapsed, "p50_ms": float(np.percentile(lat, 50)),

@@ -4,9 +4,10 @@
  * item changes), so a job of thousands of pages does not rebuild the page on every poll.
  */
 
-import { ApiError, cancelJob, errorText, isFinished, pollJob, submitJob } from "./api.js";
+import { ApiError, cancelJob, errorText, isFinished, pollJob, postCorrection, submitJob } from "./api.js";
 import { download, toCsv, toJson } from "./export.js";
 import { LOW_CONFIDENCE, percent } from "./reading.js";
+import { fillRegions } from "./regions.js";
 import { THUMB, Thumbnails } from "./thumbs.js";
 
 /** A bulk job may rightly run for an hour; it should not sit this long without one item finishing. */
@@ -215,7 +216,8 @@ function showJob(job) {
 const CELLS = ["#", "Image", "Source", "Digits", "Formatted", "Valid", "Confidence", "Review", "Error"];
 
 function updateRow(item) {
-  const key = JSON.stringify([item.status, item.digits, item.formatted, item.error, item.needs_review]);
+  const key = JSON.stringify([item.status, item.digits, item.formatted, item.error, item.needs_review,
+    item.user_corrected]);
   let row = state.rows.get(item.index);
   if (row?.key === key) return;
   if (!row) {
@@ -251,8 +253,11 @@ function fillRow(row, item) {
   num.textContent = String(item.index + 1);
   source.className = "source";
   source.replaceChildren(...breakable(item.source ?? ""));
-  digits.className = "num";
-  digits.textContent = finished ? item.digits ?? "" : item.status === "running" ? "reading…" : "queued";
+  if (finished) digitsCell(digits, item);
+  else {
+    digits.className = "num";
+    digits.textContent = item.status === "running" ? "reading…" : "queued";
+  }
   formatted.className = "num";
   formatted.textContent = item.formatted ?? "";
   valid.className = "num";
@@ -267,6 +272,92 @@ function fillRow(row, item) {
   } else if (!finished && !image.firstChild) {
     image.append(placeholder("…"));
   }
+}
+
+// ----- corrections --------------------------------------------------------------------------------
+
+/** The digits of a read item are a button: press it to type the true digits, Enter saves them. */
+function digitsCell(cell, item) {
+  cell.className = "num";
+  if (item.status !== "succeeded" || !item.digits) {
+    cell.textContent = item.digits ?? "";
+    return;
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "digits-button";
+  button.textContent = item.digits;
+  button.title = "Click to correct the digits";
+  const fixed = item.user_corrected?.length ?? 0;
+  button.setAttribute("aria-label", `Digits of item ${item.index + 1}: ${item.digits}` +
+    (fixed ? `, corrected by a person (read as ${item.model_digits})` : "") + ". Press to correct.");
+  button.addEventListener("click", () => editDigits(cell, item));
+  cell.replaceChildren(button);
+  if (fixed) {
+    const mark = document.createElement("span");
+    mark.className = "corrected-mark";
+    mark.textContent = "corrected";
+    mark.title = `The service read ${item.model_digits}`;
+    cell.append(mark);
+  }
+}
+
+function editDigits(cell, item) {
+  const n = item.digits.length;
+  const input = document.createElement("input");
+  input.type = "text";
+  input.className = "digits-edit";
+  input.inputMode = "numeric";
+  input.autocomplete = "off";
+  input.maxLength = n;
+  input.size = n + 1;
+  input.value = item.digits;
+  input.setAttribute("aria-label", `Correct the ${n} digits of item ${item.index + 1}`);
+  let done = false;
+  const finish = async (commit) => {
+    if (done) return;
+    done = true;
+    const value = input.value.trim();
+    if (!commit || value === item.digits) return digitsCell(cell, item);
+    if (!new RegExp(`^[0-9]{${n}}$`).test(value)) {
+      setStatus(`Item ${item.index + 1}: type exactly ${n} digits (0-9), one for each digit that was read.`, {
+        tone: "warn",
+      });
+      return digitsCell(cell, item);
+    }
+    input.disabled = true;
+    await saveCorrection(cell, item, value);
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter" || e.key === "Escape") {
+      e.preventDefault();
+      finish(e.key === "Enter");
+    }
+  });
+  input.addEventListener("blur", () => finish(true));
+  cell.replaceChildren(input);
+  input.focus();
+  input.select();
+}
+
+async function saveCorrection(cell, item, digits) {
+  const job = state.job;
+  try {
+    const result = await postCorrection(job.id, item.index, { digits });
+    if (result.saved && result.item) {
+      job.items[item.index] = result.item; // downloads carry the correction too
+      updateRow(result.item);
+      setStatus(`Item ${item.index + 1} corrected to ${digits} and saved. Thank you: it helps the model learn.`, {
+        tone: "ok",
+      });
+      return;
+    }
+    setStatus(result.reason === "expired" ? "The job has expired on the server, so the correction was not saved."
+      : "Saving corrections is not available on this server.", { tone: "warn" });
+  } catch (error) {
+    setStatus(`Item ${item.index + 1}: the correction was not saved: ${error.message}`, { tone: "error" });
+  }
+  digitsCell(cell, item);
 }
 
 /** A person should look at an item that failed, that the server flags, or that is no valid number. */
@@ -336,6 +427,7 @@ els.csv.addEventListener("click", () => download(toCsv(state.job), `${baseName()
 els.json.addEventListener("click", () => download(toJson(state.job), `${baseName()}.json`, "application/json"));
 els.onlyReview.addEventListener("change", () => els.table.classList.toggle("only-review", els.onlyReview.checked));
 
+fillRegions(els.region);
 els.form.addEventListener("submit", start);
 els.cancel.addEventListener("click", cancel);
 renderFiles();

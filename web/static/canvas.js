@@ -10,6 +10,7 @@
 import { ApiError, errorText, pollJob, postCorrection, submitJob } from "./api.js";
 import { DrawingPad } from "./pad.js";
 import { isLow, ResultView } from "./reading.js";
+import { fillRegions } from "./regions.js";
 
 /** `+ [1] ([2][3][4]) [5][6][7]-[8][9][10][11]`: separators and box counts, one chunk per wrap unit. */
 const LAYOUT = [["+", 1], ["(", 3, ")"], [3, "-"], [4]];
@@ -237,6 +238,7 @@ async function sendCorrection({ position, from, to, digits }) {
 
 // ----- wiring ------------------------------------------------------------------------------------
 
+fillRegions(els.region);
 els.recognise.addEventListener("click", recognise);
 els.clearAll.addEventListener("click", clearAll);
 setTool(document.querySelector('input[name="tool"]:checked').value);

@@ -14,6 +14,7 @@ export const CSV_COLUMNS = [
   "needs_review",
   "digit_confidences",
   "error",
+  "model_digits",
 ];
 
 /** Free text that came from the user (file names, messages) must not run as a spreadsheet formula. */
@@ -33,6 +34,7 @@ function row(item) {
     needs_review: item.needs_review,
     digit_confidences: details.map((d) => d.confidence.toFixed(3)).join(" "),
     error: errorText(item.error),
+    model_digits: item.user_corrected?.length ? item.model_digits : "",
   };
 }
 

@@ -77,12 +77,18 @@ export class ResultView {
     this.onHighlight([]);
   }
 
-  /** Show a finished item; `keepEdits` keeps the marks of digits the user corrected. */
+  /**
+   * Show a finished item. Digits the server knows a user corrected (`user_corrected`) are marked; with
+   * `keepEdits`, so are the ones edited on this page, and our own formatting survives a server that has
+   * none for the corrected number.
+   */
   show(item, { keepEdits = false } = {}) {
-    const edited = keepEdits ? new Set(this.entries.flatMap((e, i) => (e.edited ? [i] : []))) : new Set();
+    const edited = new Set(item.user_corrected ?? []);
+    if (keepEdits) this.entries.forEach((e, i) => e.edited && edited.add(i));
+    const ours = keepEdits && item.digits === this.digits ? this.formatted : "";
     this.item = item;
     this.entries = digitEntries(item).map((e, i) => ({ ...e, edited: edited.has(i) }));
-    this.formatted = item.formatted || item.digits || "";
+    this.formatted = item.formatted || ours || item.digits || "";
     this.renderNumber();
     this.setValidity(item.valid, item.region);
     this.renderDigits();

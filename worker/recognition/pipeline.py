@@ -25,7 +25,7 @@ from phonereader.normalize import normalize_batch
 from phonereader.schemas import Alternative, DigitDetail, Reading
 from worker.recognition import form as formmod
 from worker.recognition import line as linemod
-from worker.recognition import phone
+from phonereader import phone
 from worker.recognition.boxes import cut_box
 
 Box = tuple[int, int, int, int]
