@@ -150,9 +150,10 @@ async def correct_item(request: Request, job_id: str, index: int, body: Correcti
     t = now()
     samples = [(dataset.Sample(label=changes[p], wrong=model[p], job=job_id, item=index, unit=item["unit"],
                                field=item["field"], position=p, model_version=item.get("model_version") or "",
-                               time=t), *unpack(rec)) for p, rec in zip(sorted(changes), records)]
-    try:
-        files = await run_in_threadpool(lambda: [dataset.save(s.corrections_path, *x) for x in samples])
+                               time=t), rec) for p, rec in zip(sorted(changes), records)]
+    try:  # the original crop becomes a PNG only here, off the event loop (workers store raw pixels)
+        files = await run_in_threadpool(lambda: [dataset.save(s.corrections_path, sample, *unpack(rec))
+                                                 for sample, rec in samples])
     except BaseException:  # not stored: let the user send it again
         await svc.redis.hdel(svc.store.keys.corrections(job_id), *names.values())
         raise

@@ -7,8 +7,8 @@ Key layout (``P`` is ``settings.redis_prefix``, ``J`` a job id)::
     P:job:J:blobs      hash   file number -> raw bytes (deleted when the job finishes)
     P:job:J:results    hash   unit index -> JSON result; written with HSETNX, so a unit is stored once
     P:job:J:attempts   hash   unit index -> deliveries so far (a unit that keeps killing workers fails)
-    P:job:J:crops      hash   "unit.field.pos" -> 784 bytes uint8 model input + the original crop PNG
-                              (kept for corrections, see worker.crops; absent when corrections are off)
+    P:job:J:crops      hash   "unit.field.pos" -> 784 bytes uint8 model input + the original crop's raw
+                              pixels (kept for corrections, see worker.crops; absent when corrections are off)
     P:job:J:corrections hash  "unit.field.pos" -> the user's label (one per crop; see api.corrections)
     P:active           zset   unfinished job ids, scored by their last activity (see worker.sweeper)
     P:worker:NAME      string a live worker's heartbeat (JSON, expires unless renewed)

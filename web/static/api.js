@@ -5,8 +5,8 @@
  *   POST /api/jobs            multipart `files` (+ `kind`, `region`) -> 202 {id, status, status_url, items_total}
  *   GET  /api/jobs/{id}       -> {id, status, progress: {done, total}, items: [...]}, Retry-After while unfinished
  *   DELETE /api/jobs/{id}     cancels
- *   POST /api/jobs/{id}/items/{index}/corrections   (planned; 404/405 until the server has it)
- *   errors                    -> {error, message}
+ *   POST /api/jobs/{id}/items/{index}/corrections   -> 201 {item, saved}
+ *   errors                    -> {error, message}; 401 names the API-key header in WWW-Authenticate
  */
 
 const FINISHED = new Set(["succeeded", "partial", "failed"]);
@@ -82,6 +82,47 @@ function describeStatus(status) {
   return `The request was refused (HTTP ${status}).`;
 }
 
+// ----- API keys: a gateway with keys on answers 401 and names its header in WWW-Authenticate --------
+
+const KEY = "phonereader.apiKey";
+const KEY_HEADER = "phonereader.apiKeyHeader";
+
+/** The key this tab was given, as a header; kept for the tab's life only (sessionStorage). */
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY);
+  const header = sessionStorage.getItem(KEY_HEADER);
+  return key && header ? { [header]: key } : {};
+}
+
+/** Ask the person for a key once per refusal; true when they typed one (then the request is sent again). */
+function askForKey(header) {
+  if (!header) return false;
+  const known = Boolean(sessionStorage.getItem(KEY));
+  const key = window.prompt(
+    known ? `The server refused that API key. Enter a valid key (sent as ${header}):`
+      : `This server needs an API key (sent as ${header}). Enter your key:`,
+  );
+  if (!key?.trim()) return false;
+  sessionStorage.setItem(KEY, key.trim());
+  sessionStorage.setItem(KEY_HEADER, header);
+  return true;
+}
+
+/** fetch with the key attached; a 401 asks for a key and tries once more. */
+async function call(url, init = {}) {
+  const send = () => fetch(url, { ...init, headers: { ...init.headers, ...authHeaders() } });
+  let response = await send().catch((error) => {
+    if (error?.name === "AbortError") throw error;
+    throw networkError();
+  });
+  if (response.status === 401 && askForKey(response.headers.get("WWW-Authenticate"))) {
+    response = await send().catch(() => {
+      throw networkError();
+    });
+  }
+  return response;
+}
+
 const networkError = () =>
   new ApiError("Cannot reach the server. Check the connection and try again.", { code: "network" });
 
@@ -93,7 +134,7 @@ const networkError = () =>
  * @param {{kind?: string, region?: string, onUploadProgress?: (fraction: number) => void}} options
  * @returns {Promise<{id: string, status: string, status_url: string, items_total: number}>}
  */
-export function submitJob(files, { kind = "auto", region, onUploadProgress } = {}) {
+export function submitJob(files, { kind = "auto", region, onUploadProgress } = {}, retried = false) {
   const form = new FormData();
   for (const file of files) form.append("files", file, file.name);
   form.append("kind", kind);
@@ -103,6 +144,7 @@ export function submitJob(files, { kind = "auto", region, onUploadProgress } = {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", "/api/jobs");
     xhr.setRequestHeader("Accept", "application/json");
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     if (onUploadProgress) {
       xhr.upload.addEventListener("progress", (e) => {
         if (e.lengthComputable) onUploadProgress(e.loaded / e.total);
@@ -119,6 +161,8 @@ export function submitJob(files, { kind = "auto", region, onUploadProgress } = {
         } catch {
           reject(new ApiError("The server's answer was not understood.", { status: xhr.status, code: "bad_json" }));
         }
+      } else if (xhr.status === 401 && !retried && askForKey(xhr.getResponseHeader("WWW-Authenticate"))) {
+        submitJob(files, { kind, region, onUploadProgress }, true).then(resolve, reject);
       } else {
         reject(await errorFrom(xhr.status, xhr.responseText, xhr.getResponseHeader("Retry-After")));
       }
@@ -162,7 +206,7 @@ export async function pollJob(statusUrl, { timeoutS, stallS, signal, onUpdate } 
   for (;;) {
     let waitMs;
     try {
-      const response = await fetch(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store", signal });
+      const response = await call(statusUrl, { headers: { Accept: "application/json" }, cache: "no-store", signal });
       const retryAfterS = parseRetryAfter(response.headers.get("Retry-After"));
       if (!response.ok) {
         const error = await errorFrom(response.status, await response.text(), response.headers.get("Retry-After"));
@@ -214,9 +258,7 @@ export async function pollJob(statusUrl, { timeoutS, stallS, signal, onUpdate } 
 
 /** Cancel a job; a job that is already gone counts as cancelled. */
 export async function cancelJob(jobId) {
-  const response = await fetch(`/api/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" }).catch(() => {
-    throw networkError();
-  });
+  const response = await call(`/api/jobs/${encodeURIComponent(jobId)}`, { method: "DELETE" });
   if (!response.ok && response.status !== 404) {
     throw await errorFrom(response.status, await response.text(), response.headers.get("Retry-After"));
   }
@@ -231,12 +273,10 @@ export async function cancelJob(jobId) {
  */
 export async function postCorrection(jobId, index, correction) {
   const jobUrl = `/api/jobs/${encodeURIComponent(jobId)}`;
-  const response = await fetch(`${jobUrl}/items/${index}/corrections`, {
+  const response = await call(`${jobUrl}/items/${index}/corrections`, {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify(correction),
-  }).catch(() => {
-    throw networkError();
   });
   if (response.ok) {
     const body = await response.json().catch(() => ({}));
@@ -244,7 +284,7 @@ export async function postCorrection(jobId, index, correction) {
   }
   if (response.status === 405 || response.status === 501) return { saved: false, reason: "unsupported" };
   if (response.status === 404) {
-    const job = await fetch(jobUrl, { cache: "no-store" }).catch(() => null);
+    const job = await call(jobUrl, { cache: "no-store" }).catch(() => null);
     return { saved: false, reason: job?.status === 404 ? "expired" : "unsupported" };
   }
   throw await errorFrom(response.status, await response.text(), response.headers.get("Retry-After"));

@@ -36,7 +36,8 @@ class LineParams:
     merge_max_h: float = 1.5
     near: float = 0.12  # pieces this close (in H) may be one digit whose pen lifted
     tall_overlap: float = 0.6  # two tall pieces overlapping this much may be one broken digit
-    split_from: float = 1.1  # narrower blobs are one digit, no questions asked (the model rarely overrules)
+    split_from: float = 1.1  # narrower blobs are one digit by default (the width prior is for wider ones)
+    pair_from: float = 0.7  # ...but from this width they also carry a "touching pair" split (see Option.pair)
     whole_below: float = 1.6  # wider blobs are never one digit
     three_from: float = 1.75
     two_at: float = 1.25  # width (in H) where one digit and two are equally likely
@@ -62,6 +63,8 @@ class Piece:
 class Option:
     pieces: list[Piece]
     prior: float = 0.0  # log prior from geometry; read() adds the model's log-probabilities
+    seam: float = 0.0  # ink the cut crosses, in units of H (0 for an uncut blob)
+    pair: tuple[float, float, float] | None = None  # (width/H, seam, narrower piece's share) of a narrow blob's split
 
 
 @dataclass
@@ -295,13 +298,23 @@ def classify_separator(m: np.ndarray, H: float, first: bool, p: LineParams) -> s
         return "." if w < 2.2 * h else "-"
     if h <= p.dash_h * H and w >= 1.4 * h:
         return "-"
-    if h >= p.paren_h * H and w <= p.paren_w * H and m.sum() / h < 0.3 * H:
+    if h >= p.paren_h * H and w <= p.paren_w * H and m.sum() / h < 0.3 * H and not _encloses_paper(m):
         bulge = _bulge(m)
         if abs(bulge) >= p.paren_bulge * H:
             return "(" if bulge < 0 else ")"
     if first and 0.25 * H <= max(h, w) <= 0.85 * H and 0.55 < w / max(h, 1) < 1.8 and _is_cross(m):
         return "+"
     return None
+
+
+def _encloses_paper(m: np.ndarray) -> bool:
+    """Does the glyph close a loop around some paper? A bracket is an open arc; a narrow 6, 0 or 9
+    that is otherwise shaped like one (tall, thin, curved) closes its loop."""
+    holes, n = ndimage.label(~np.pad(m, 1))  # padded: all the outside paper is one region
+    if n <= 1:
+        return False
+    sizes = np.bincount(holes.ravel(), minlength=n + 1)[2:]  # region 1 is the outside (it holds the corner)
+    return bool((sizes >= 2).any())  # a one-pixel pinhole in a thick stroke is no loop
 
 
 def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str | None]:
@@ -449,6 +462,19 @@ def _prior(pieces: list[Piece], r: float, H: float, p: LineParams) -> float:
     return float(lp)
 
 
+def _pair_option(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, r: float) -> list[Option]:
+    """A narrow blob split in two at its best seam, for the case it is a touching pair ("17", a 1 tucked
+    into a 2): width alone cannot tell these from one wide digit, so this option carries no prior, only
+    its geometry (``pair``); read() weighs it with the model's doubt about the whole blob (choose.py)."""
+    for path, crossed in cut_paths(m, H, k=1):
+        a, b = _split(m, path)
+        pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
+        if pa is not None and pb is not None:
+            narrow = min(pa.ink.shape[1], pb.ink.shape[1]) / max(u.w, 1)
+            return [Option([pa, pb], 0.0, crossed / H, (r, crossed / H, narrow))]
+    return []
+
+
 def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams) -> list[Option]:
     """Whole, or split in two (at the best cuts), or in three for very wide blobs; most probable first.
 
@@ -460,14 +486,16 @@ def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams)
     if r < p.whole_below:
         opts.append(Option([whole], _prior([whole], r, H, p)))
     if r < p.split_from:
+        if r >= p.pair_from:
+            opts += _pair_option(work, m, u, H, r)
         return opts
-    for path, _ in cut_paths(m, H, k=1 if r < p.two_at else 2):
+    for path, crossed in cut_paths(m, H, k=1 if r < p.two_at else 2):
         a, b = _split(m, path)
         pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
         if pa is None or pb is None:
             continue
         two = [pa, pb]
-        opts.append(Option(two, _prior(two, r, H, p)))
+        opts.append(Option(two, _prior(two, r, H, p), crossed / H))
         if r >= p.three_from and len(opts) <= 2:  # split the wider half again
             wide, mw = (a, pa) if pa.ink.shape[1] >= pb.ink.shape[1] else (b, pb)
             sub = wide[mw.box[1] - u.y0 : mw.box[3] - u.y0, mw.box[0] - u.x0 : mw.box[2] - u.x0]

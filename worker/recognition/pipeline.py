@@ -18,11 +18,13 @@ and measured no gain on synthetic lines, so there is no second pass.)
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
+from pathlib import Path
 
 import numpy as np
 
 from phonereader.normalize import normalize_batch
 from phonereader.schemas import Alternative, DigitDetail, Reading
+from worker.recognition import choose
 from worker.recognition import form as formmod
 from worker.recognition import line as linemod
 from phonereader import phone
@@ -37,6 +39,7 @@ class Option:
     rows: list[int]  # rows of Field.crops
     boxes: list[Box]
     prior: float  # log prior from geometry
+    pair: tuple[float, float, float] | None = None  # a narrow blob's split: scored by choose.pair_logit instead
 
 
 @dataclass
@@ -99,11 +102,11 @@ def line_field(cut: linemod.LineCut) -> Field:
     choices = []
     for first, slot in pending:
         d = slot.options[0]
-        opts = [Option(list(range(first, first + len(d.pieces))), [pc.box for pc in d.pieces], d.prior)]
+        opts = [Option(list(range(first, first + len(d.pieces))), [pc.box for pc in d.pieces], d.prior, d.pair)]
         for o in slot.options[1:]:
             rows = list(range(len(pieces), len(pieces) + len(o.pieces)))
             pieces.extend(o.pieces)
-            opts.append(Option(rows, [pc.box for pc in o.pieces], o.prior))
+            opts.append(Option(rows, [pc.box for pc in o.pieces], o.prior, o.pair))
         choices.append(Choice(first, opts))
     crops = normalize_batch([pc.ink for pc in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
     first_digit = min((b[0] for b in boxes), default=None)
@@ -114,7 +117,7 @@ def line_field(cut: linemod.LineCut) -> Field:
 class Recognizer:
     """Owns the cutting rules and (lazily) the model. One per worker process."""
 
-    def __init__(self, model=None, settings=None, line_params=None, form_params=None):
+    def __init__(self, model=None, settings=None, line_params=None, form_params=None, pair_model=None):
         if settings is None:
             from phonereader.config import get_settings
 
@@ -123,6 +126,8 @@ class Recognizer:
         self._model = model
         self.line_params = line_params or linemod.LineParams()
         self.form_params = form_params or formmod.FormParams()
+        self.max_choice_loss = choose.MAX_LOSS  # 0 turns off the phone-rule search among a line's cuts
+        self._pair_model = pair_model if pair_model is not None else False  # False: not looked for yet
 
     @property
     def model(self):
@@ -177,17 +182,35 @@ class Recognizer:
         if len(probs) != len(field.crops):
             raise ValueError(f"expected {len(field.crops)} rows of probabilities, got {len(probs)}")
         region = (region or self.settings.default_region).upper()
-        glyphs: list[tuple[Box, int | None]] = list(zip(field.boxes, field.glyph_rows))
+        base: list[tuple[Box, int | None]] = list(zip(field.boxes, field.glyph_rows))
         logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
-        for ch in sorted(field.choices, key=lambda c: -c.first):  # from the right, so indices stay valid
-            best = max(ch.options, key=lambda o: o.prior + float(logmax[o.rows].sum()))
-            n_default = len(ch.options[0].rows)
-            glyphs[ch.first : ch.first + n_default] = list(zip(best.boxes, best.rows))
+
+        def glyphs_for(pick: tuple[int, ...]) -> list[tuple[Box, int | None]]:
+            glyphs = list(base)
+            for ch, k in sorted(zip(field.choices, pick), key=lambda t: -t[0].first):  # from the right: indices stay valid
+                o, n_default = ch.options[k], len(ch.options[0].rows)
+                glyphs[ch.first : ch.first + n_default] = list(zip(o.boxes, o.rows))
+            return glyphs
+
+        fixes: dict[tuple[int, ...], np.ndarray | None] = {}
+
+        def valid(pick: tuple[int, ...]) -> bool:
+            """The reading with these cuts is a valid number, as read or after phone.correct."""
+            rows = [r for _, r in glyphs_for(pick) if r is not None]
+            p = probs[rows]
+            if phone.is_valid("".join(str(d) for d in p.argmax(axis=1)), region, field.plus):
+                fixes[pick] = None
+                return True
+            fixes[pick] = phone.correct(p, region, field.plus, max_tries=phone.MAX_TRIES if not fixes else 200)
+            return fixes[pick] is not None
+
+        pick = self._choose_cuts(field, logmax, valid)
+        glyphs = glyphs_for(pick)
         rows = [r for _, r in glyphs if r is not None]
         p = probs[rows] if rows else np.zeros((0, 10), np.float32)
         chosen = p.argmax(axis=1) if len(p) else np.zeros(0, np.int64)
         raw = "".join(str(d) for d in chosen)
-        fixed = phone.correct(p, region, field.plus)
+        fixed = fixes[pick] if pick in fixes else phone.correct(p, region, field.plus)
         if fixed is not None:
             chosen = fixed
         digits = "".join(str(d) for d in chosen)
@@ -225,6 +248,33 @@ class Recognizer:
             raw_digits=raw,
             model_version=getattr(self._model, "version", "") or "",
         )
+
+    def _choose_cuts(self, field: Field, logmax: np.ndarray, valid) -> tuple[int, ...]:
+        """Each ambiguous blob's best cut alone, narrow blobs whole; only when that reading is no valid
+        number, the touching-pair splits join in and the best valid combination is searched (choose.py)."""
+        if not field.choices:
+            return ()
+        first = choose.best(choose.option_scores(field.choices, logmax))
+        if self.max_choice_loss <= 0 or valid(first):
+            return first
+        narrow = [c for c, ch in enumerate(field.choices) if any(o.pair is not None for o in ch.options)]
+        logits = None
+        if narrow and self.pair_model is not None:
+            z = self.pair_model.logit(field.crops[[field.choices[c].options[0].rows[0] for c in narrow]])
+            logits = dict(zip(narrow, map(float, z)))
+        scores = choose.option_scores(field.choices, logmax, pairs=True, model_logits=logits)
+        return choose.choose(scores, valid, self.max_choice_loss)
+
+    @property
+    def pair_model(self):
+        """The touching-pair model beside the digit model (models/pairs.json), loaded on first use; None
+        when there is none (the pair splits are then weighed by the digit model's doubt alone)."""
+        if self._pair_model is False:
+            from worker.recognition.pairmodel import PairModel
+
+            path = Path(self.settings.model_path).parent / "pairs.json"
+            self._pair_model = PairModel.load(path) if path.is_file() else None
+        return self._pair_model
 
     # --- convenience -------------------------------------------------------------------------------
 

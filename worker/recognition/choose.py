@@ -1,0 +1,94 @@
+"""Pick one cut per ambiguous blob for the whole line at once, letting the phone rules break ties.
+
+Each blob's options are scored alone by geometry prior + the model's log-probabilities, and the best
+per blob is the default. That misses a kind of error the digit model cannot see: a narrow touching
+pair ("17", a 1 tucked into a 2) reads as one confident digit, and the line comes out a digit short.
+A phone number has a known length and structure, so when the default reading is not a valid number we
+look, best first, at the next most probable *combinations* of cuts, and take the first one whose
+reading is valid (directly or after phone.correct's digit substitutions), provided it is not more than
+``max_loss`` (natural log) less probable than the default. A valid default is never second-guessed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+MAX_LOSS = 9.0  # log-probability a combination may lose against the default (tuned on MNIST val lines)
+MAX_TRIES = 24  # combinations examined at most: each costs a validity check (~20 us, more when correcting)
+
+
+# Log-odds that a narrow blob (0.7-1.1 H wide) is a touching pair rather than one digit: logistic
+# regressions on blobs of synthetic lines from MNIST *val* digits (touch_p 0.5; fitted by
+# training/pair_prior.py), features in PAIR_FEATURES order. Without the pair model the digit model's
+# doubt about the whole blob says most; with it, the pair model's own log-odds.
+PAIR_FEATURES = ("bias", "width", "seam", "whole_logp", "pieces_logp", "narrow_share", "pair_model")
+PAIR_WEIGHTS = (-8.59, 6.48, -5.57, -7.97, 1.17, 0.85, 0.0)  # no pair model loaded
+PAIR_WEIGHTS_MODEL = PAIR_WEIGHTS  # replaced by the fit with the pair model's output
+PAIR_BIAS = -2.4  # those lines touch 8x as often as the evaluation's (touch_p 0.06): move the base rate back
+
+
+def pair_logit(pair: tuple[float, float, float], whole_logp: float, pieces_logp: float, model_logit: float | None = None) -> float:
+    width, seam, narrow = pair
+    x = (1.0, width, seam, whole_logp, pieces_logp, narrow, model_logit or 0.0)
+    w = PAIR_WEIGHTS if model_logit is None else PAIR_WEIGHTS_MODEL
+    return float(np.dot(w, x)) + PAIR_BIAS
+
+
+def option_scores(choices, logmax: np.ndarray, pairs: bool = False, model_logits: dict[int, float] | None = None) -> list[np.ndarray]:
+    """Per choice, each option's log score: its geometric prior plus the log max-probability of its rows.
+
+    A narrow blob's split (``option.pair`` set) is left out (-inf) unless ``pairs``; then it scores as
+    the whole blob plus the pair log-odds (width does not decide there, the models' doubt does).
+    ``model_logits`` maps a choice's index to the pair model's log-odds for its whole blob.
+    """
+    out = []
+    for c, ch in enumerate(choices):
+        base = [o.prior + float(logmax[o.rows].sum()) for o in ch.options]
+        whole = ch.options[0]
+        for k, o in enumerate(ch.options):
+            if o.pair is not None:
+                m = (model_logits or {}).get(c)
+                base[k] = base[0] + pair_logit(o.pair, float(logmax[whole.rows].sum()), float(logmax[o.rows].sum()), m) if pairs else -np.inf
+        out.append(np.array(base))
+    return out
+
+
+def best(scores: Sequence[np.ndarray]) -> tuple[int, ...]:
+    """Each choice's top option."""
+    return tuple(int(np.argmax(s)) for s in scores)
+
+
+def choose(scores: Sequence[np.ndarray], acceptable: Callable[[tuple[int, ...]], bool], max_loss: float = MAX_LOSS, max_tries: int = MAX_TRIES) -> tuple[int, ...]:
+    """Option index per choice: the best combination by total score that ``acceptable`` accepts.
+
+    The unconstrained best (each choice's top option) is tried first and returned when accepted or when
+    nothing within ``max_loss`` and ``max_tries`` is; the search walks combinations in decreasing total
+    score, as phone.correct walks digit alternatives.
+    """
+    if not scores:
+        return ()
+    order = [np.argsort(-s, kind="stable") for s in scores]
+    ranked = [s[o] for s, o in zip(scores, order)]
+    best = tuple(int(o[0]) for o in order)
+    start = (0,) * len(scores)
+    heap = [(0.0, start)]
+    seen = {start}
+    tries = 0
+    while heap and tries < max_tries:
+        loss, ranks = heapq.heappop(heap)
+        if loss > max_loss:
+            break
+        tries += 1
+        pick = tuple(int(order[i][r]) for i, r in enumerate(ranks))
+        if acceptable(pick):
+            return pick
+        for i, r in enumerate(ranks):
+            if r + 1 < len(ranked[i]) and np.isfinite(ranked[i][r + 1]):
+                nxt = ranks[:i] + (r + 1,) + ranks[i + 1 :]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (loss + float(ranked[i][r] - ranked[i][r + 1]), nxt))
+    return best
