@@ -33,7 +33,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         init: Optional[Path] = typer.Option(None, help="With --extra: fine-tune this model card instead of training from scratch."),
         steps: Optional[int] = typer.Option(None, help="With --extra: optimiser steps (default 300 with --init, else 6000)."),
         extra_fraction: float = typer.Option(0.5, min=0.0, max=1.0, help="With --extra: share of a corrected class's samples drawn from the corrections."),
-        polish_epochs: int = typer.Option(0, min=0, help="A short low-rate second stage on mostly clean batches (off: it gained nothing on val)."),
+        polish_epochs: int = typer.Option(3, min=0, help="Epochs of a short low-rate second stage on mostly clean batches (0: off)."),
         out: Path = typer.Option(MODELS, help="Folder for <name>.safetensors/.onnx/.json."),
         name: Optional[str] = typer.Option(None, help="File stem (default: the model name; <init>-ft with --init)."),
         batch_size: int = typer.Option(128),

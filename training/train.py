@@ -52,11 +52,11 @@ class TrainConfig:
     hparams: dict = field(default_factory=dict)  # architecture overrides
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     eval_test: bool = True  # measure test accuracy at the end (reported in the card, never used to choose)
-    # Polish (off by default): a short second one-cycle at low rate with mostly clean batches. It was
-    # judged on val alone: after the 30-epoch main stage val was 99.56% and 3 polish epochs kept it at
-    # 99.56%, so it adds time and no measured gain. `--polish-epochs 3` turns it on; the best epoch by val
-    # is kept.
-    polish_epochs: int = 0
+    # Polish: a short second one-cycle at low rate with mostly clean batches; the best epoch by val is
+    # kept. It is part of the recipe of the committed models/default.*, so this default reproduces them.
+    # Caveat (issue 2): it was adopted after a run that printed test accuracy, while on val it gained
+    # nothing (99.56 -> 99.56). A rerun without it, chosen on val only, scored 99.51% test (val 99.64%).
+    polish_epochs: int = 3
     polish_lr: float = 4e-4
     polish_batch_size: int = 256
     polish_ema: float = 0.99
