@@ -62,7 +62,7 @@ def accuracy(reads, digit: str | None = None) -> float:
     return sum(t == r for t, r in pairs) / len(pairs)
 
 
-def test_corrections_teach_the_model_a_regional_style(tmp_path):
+def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
     if not model_available():
         pytest.skip("no committed model")
     from training.extra import deploy
@@ -117,7 +117,7 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path):
         # 4. fine-tune the committed model on MNIST + the export, on a tiny budget, as a user would
         t1 = time.perf_counter()
         cli(["train", "--extra", str(export), "--init", str(serve), "--out", str(tmp_path / "new"),
-             "--name", "regional", "--steps", "150", "--limit", "20000", "--device", "cpu"])
+             "--name", "regional", "--steps", "150", "--limit", "20000", "--device", "cpu", "--data", str(mnist_dir)])
         card = tmp_path / "new" / "regional.json"
         tune_s = time.perf_counter() - t1
 
@@ -130,7 +130,7 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path):
 
     new_version, old_version = load_card(card).version, load_card(ROOT / "models" / "default.json").version
     printed = cli(["evaluate", str(card), "--extra", str(export), "--baseline", str(ROOT / "models" / "default.json"),
-                   "--limit", "2000", "--device", "cpu"])
+                   "--limit", "2000", "--device", "cpu", "--data", str(mnist_dir)])
     scores = json.loads(printed.strip().splitlines()[-1])
     assert "held-out corrections" in printed and scores["model"]["extra_holdout_n"] > 0
     print(f"\nregional style held out: before {accuracy(before):.1%} (1s {accuracy(before, '1'):.1%}, "
