@@ -83,8 +83,8 @@ def sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_card(path: Path | str) -> ModelCard:
-    """Read and validate a card; a missing file, bad JSON or a schema violation names the file."""
+def read_card_json(path: Path | str, fmt: str = FORMAT) -> dict:
+    """A card's JSON, checked to be of format ``fmt``; a missing file or bad JSON names the file."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: model card not found")
@@ -92,8 +92,15 @@ def load_card(path: Path | str) -> ModelCard:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: not a JSON model card ({e})") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a phonereader model card (expected format {FORMAT!r})")
+    if not isinstance(raw, dict) or raw.get("format") != fmt:
+        raise ModelFileError(f"{path}: not a phonereader model card (expected format {fmt!r})")
+    return raw
+
+
+def load_card(path: Path | str) -> ModelCard:
+    """Read and validate a card; a missing file, bad JSON or a schema violation names the file."""
+    path = Path(path)
+    raw = read_card_json(path)
     try:
         card = ModelCard.model_validate(raw)
     except ValidationError as e:

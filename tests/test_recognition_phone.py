@@ -93,7 +93,7 @@ def test_read_lets_the_model_choose_between_cuts():
         "line", np.zeros((4, 28, 28), np.float32), [(0, 0, 10, 20), (12, 0, 40, 20)], [False, False],
         choices=[Choice(1, [Option([1], [(12, 0, 40, 20)], 0.0), Option([2, 3], [(12, 0, 25, 20), (26, 0, 40, 20)], -0.5)])],
     )
-    rec = Recognizer(model=object(), settings=Settings())
+    rec = Recognizer(model=object(), settings=Settings(), pair_model=None)  # the digit model's table alone
     split_wins = table("4404", sure=0.99)
     split_wins[1] = 0.1  # the whole blob is nothing the model recognises
     r = rec.read(field, split_wins, "US")

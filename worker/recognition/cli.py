@@ -20,6 +20,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("recognize")(recognize)
     app.command("evaluate-pipeline")(evaluate_pipeline)
     bench.command("recognize")(bench_recognize)
+    app.command("train-pairs")(train_pairs)
 
 
 def _settings():
@@ -200,6 +201,26 @@ def _evaluate(kind: str, rec, pool, n: int, seed: int, settings) -> dict:
         "raw_digit_accuracy": raw.digit_accuracy, "raw_exact_match": raw.exact_match,
         "corrected": corrected,
     }
+
+
+# --- the touching-pair model -----------------------------------------------------------------------
+
+
+def train_pairs(
+    out: Path = typer.Option(None, "--out", help="Folder for pairs.safetensors/.onnx/.json (default: beside the digit model)."),
+    n: int = typer.Option(60_000, "--n", help="Training blobs (half touching pairs) from MNIST train digits."),
+    epochs: int = typer.Option(6, "--epochs"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+    workers: int = typer.Option(1, "--workers", help="Processes drawing the blobs (the data does not depend on it)."),
+    data: Path = typer.Option(None, "--data", help="MNIST folder (default: settings.mnist_dir)."),
+) -> None:
+    """Train the touching-pair model (one digit or two touching?) that arbitrates narrow blobs in lines."""
+    from training.pairs import train
+
+    out = out or Path(_settings().model_path).parent
+    card = train(out, n_train=n, epochs=epochs, seed=seed, data=data, threads=threads, workers=workers)
+    typer.echo(f"wrote {card}")
 
 
 # --- speed ---------------------------------------------------------------------------------------

@@ -8,12 +8,11 @@ checked against its sha256, as for the digit model; nothing is unpickled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from phonereader.modelcard import ModelFileError, sha256
+from phonereader.modelcard import ModelFileError, read_card_json, sha256
 
 FORMAT = "phonereader-pair-model/1"
 
@@ -31,17 +30,12 @@ class PairModel:
         return f"{self.card['name']}-{self.card['files']['onnx_sha256'][:10]}"
 
     @classmethod
-    def load(cls, card_path: Path | str, threads: int | None = 1) -> "PairModel":
+    def load(cls, card_path: Path | str, threads: int | None = 1) -> PairModel:
         """One intra-op thread by default: its batches are a handful of crops, where threads only cost."""
         import onnxruntime as ort
 
         card_path = Path(card_path)
-        try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ModelFileError(f"{card_path}: not a readable pair-model card ({e})") from None
-        if not isinstance(card, dict) or card.get("format") != FORMAT:
-            raise ModelFileError(f"{card_path}: not a pair-model card (expected format {FORMAT!r})")
+        card = read_card_json(card_path, FORMAT)
         path = card_path.parent / card["files"]["onnx"]
         if not path.is_file():
             raise ModelFileError(f"{path}: ONNX file named by {card_path} not found")
@@ -54,10 +48,21 @@ class PairModel:
         name = sess.get_inputs()[0].name
         return cls(card, lambda x: sess.run(None, {name: x})[0])
 
-    def logit(self, crops: np.ndarray) -> np.ndarray:
-        """(N, 28, 28) normalised crops -> (N,) log-odds that each is two touching digits."""
+    def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(N, 28, 28) normalised crops of whole blobs -> log-odds that each is two touching digits (N,),
+        and, were it a pair, calibrated probabilities of its left and of its right digit (N, 10) each."""
         x = np.asarray(crops, np.float32)
         if len(x) == 0:
-            return np.zeros(0, np.float32)
+            return np.zeros(0, np.float32), np.zeros((0, 10), np.float32), np.zeros((0, 10), np.float32)
         z = self._run(np.ascontiguousarray((x[:, None] - self.mean) / self.std, dtype=np.float32))
-        return (z[:, 1] - z[:, 0]).astype(np.float32)
+        t = float(self.card.get("temperature", 1.0))
+        return (z[:, 1] - z[:, 0]).astype(np.float32), _softmax(z[:, 2:12] / t), _softmax(z[:, 12:22] / t)
+
+    def logit(self, crops: np.ndarray) -> np.ndarray:
+        """Just the log-odds that each crop is two touching digits."""
+        return self.predict(crops)[0]
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)

@@ -11,12 +11,18 @@ batch, run ``predict_proba`` once, split the rows back and ``read`` each field::
 Ambiguous blobs in a line (a wide 0 or two touching digits?) carry their alternative cuts as extra
 rows of ``Field.crops``; ``read`` lets the model's probabilities choose between them. So a field's
 crops may outnumber its glyphs, and the worker must always pass ``len(field.crops)`` rows back.
-(A second, model-scored look at narrow glyphs the model doubts, the "17" touching pair, was tried
-and measured no gain on synthetic lines, so there is no second pass.)
+
+Narrow blobs (0.7-1.1 digit heights) are one digit in the batch. A narrow touching pair ("17", a 1
+tucked into a 2) is no wider than a wide 0, so width cannot flag it; what does is the phone rules: when
+a line's reading is not a valid number, ``read`` takes a second look at that line alone. The touching-
+pair model (models/pairs.json, trained by ``phonereader train-pairs``) reads each narrow or wide blob
+as a possible pair, and choose.py searches the line's combinations of cuts, best first, for a valid
+number. Valid readings (most lines) never pay for it; a line that does costs one small extra model call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 
@@ -67,6 +73,8 @@ class Field:
     choices: list[Choice] = dc_field(default_factory=list)
     box: Box | None = None  # the whole field in the source image (a form's comb, a line's ink)
     plus: bool = False  # written with a leading '+': an international number
+    # narrow blobs that may be touching pairs: (glyph index, the split, cut only when read() needs it)
+    pair_splits: list[tuple[int, Callable[[], list[linemod.Option]]]] = dc_field(default_factory=list)
 
     @property
     def glyph_rows(self) -> list[int | None]:
@@ -93,12 +101,15 @@ def line_field(cut: linemod.LineCut) -> Field:
     pieces: list[linemod.Piece] = []
     boxes: list[Box] = []
     pending: list[tuple[int, linemod.Slot]] = []
+    pair_splits = []
     for slot in cut.slots:
         first = len(pieces)
         pieces.extend(slot.options[0].pieces)
         boxes.extend(pc.box for pc in slot.options[0].pieces)
         if len(slot.options) > 1:
             pending.append((first, slot))
+        if slot.pair_split is not None:
+            pair_splits.append((first, slot.pair_split))
     choices = []
     for first, slot in pending:
         d = slot.options[0]
@@ -111,13 +122,13 @@ def line_field(cut: linemod.LineCut) -> Field:
     crops = normalize_batch([pc.ink for pc in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
     first_digit = min((b[0] for b in boxes), default=None)
     plus = any(ch == "+" and (first_digit is None or b[2] <= first_digit + 2) for ch, b in cut.separators)
-    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus)
+    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus, pair_splits)
 
 
 class Recognizer:
     """Owns the cutting rules and (lazily) the model. One per worker process."""
 
-    def __init__(self, model=None, settings=None, line_params=None, form_params=None, pair_model=None):
+    def __init__(self, model=None, settings=None, line_params=None, form_params=None, pair_model="auto"):
         if settings is None:
             from phonereader.config import get_settings
 
@@ -127,7 +138,8 @@ class Recognizer:
         self.line_params = line_params or linemod.LineParams()
         self.form_params = form_params or formmod.FormParams()
         self.max_choice_loss = choose.MAX_LOSS  # 0 turns off the phone-rule search among a line's cuts
-        self._pair_model = pair_model if pair_model is not None else False  # False: not looked for yet
+        self._pair_model = False if pair_model == "auto" else pair_model  # False: look for it on first use; None: none
+        self.pair_readings = True  # wide blobs also offered as read whole by the pair model
 
     @property
     def model(self):
@@ -182,35 +194,11 @@ class Recognizer:
         if len(probs) != len(field.crops):
             raise ValueError(f"expected {len(field.crops)} rows of probabilities, got {len(probs)}")
         region = (region or self.settings.default_region).upper()
-        base: list[tuple[Box, int | None]] = list(zip(field.boxes, field.glyph_rows))
-        logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
-
-        def glyphs_for(pick: tuple[int, ...]) -> list[tuple[Box, int | None]]:
-            glyphs = list(base)
-            for ch, k in sorted(zip(field.choices, pick), key=lambda t: -t[0].first):  # from the right: indices stay valid
-                o, n_default = ch.options[k], len(ch.options[0].rows)
-                glyphs[ch.first : ch.first + n_default] = list(zip(o.boxes, o.rows))
-            return glyphs
-
-        fixes: dict[tuple[int, ...], np.ndarray | None] = {}
-
-        def valid(pick: tuple[int, ...]) -> bool:
-            """The reading with these cuts is a valid number, as read or after phone.correct."""
-            rows = [r for _, r in glyphs_for(pick) if r is not None]
-            p = probs[rows]
-            if phone.is_valid("".join(str(d) for d in p.argmax(axis=1)), region, field.plus):
-                fixes[pick] = None
-                return True
-            fixes[pick] = phone.correct(p, region, field.plus, max_tries=phone.MAX_TRIES if not fixes else 200)
-            return fixes[pick] is not None
-
-        pick = self._choose_cuts(field, logmax, valid)
-        glyphs = glyphs_for(pick)
+        glyphs, probs, fixed = self._choose_cuts(field, probs, region)
         rows = [r for _, r in glyphs if r is not None]
         p = probs[rows] if rows else np.zeros((0, 10), np.float32)
         chosen = p.argmax(axis=1) if len(p) else np.zeros(0, np.int64)
         raw = "".join(str(d) for d in chosen)
-        fixed = fixes[pick] if pick in fixes else phone.correct(p, region, field.plus)
         if fixed is not None:
             chosen = fixed
         digits = "".join(str(d) for d in chosen)
@@ -249,31 +237,108 @@ class Recognizer:
             model_version=getattr(self._model, "version", "") or "",
         )
 
-    def _choose_cuts(self, field: Field, logmax: np.ndarray, valid) -> tuple[int, ...]:
-        """Each ambiguous blob's best cut alone, narrow blobs whole; only when that reading is no valid
-        number, the touching-pair splits join in and the best valid combination is searched (choose.py)."""
-        if not field.choices:
-            return ()
-        first = choose.best(choose.option_scores(field.choices, logmax))
-        if self.max_choice_loss <= 0 or valid(first):
-            return first
-        narrow = [c for c, ch in enumerate(field.choices) if any(o.pair is not None for o in ch.options)]
-        logits = None
-        if narrow and self.pair_model is not None:
-            z = self.pair_model.logit(field.crops[[field.choices[c].options[0].rows[0] for c in narrow]])
-            logits = dict(zip(narrow, map(float, z)))
-        scores = choose.option_scores(field.choices, logmax, pairs=True, model_logits=logits)
-        return choose.choose(scores, valid, self.max_choice_loss)
+    def _choose_cuts(self, field: Field, probs: np.ndarray, region: str):
+        """(glyphs as (box, row), probabilities, phone.correct's digits or None) of the chosen cuts.
+
+        First each ambiguous blob's best cut alone, narrow blobs whole (what the batch already holds).
+        Only when that reading is no valid number do the narrow blobs' touching-pair splits join in:
+        cut now, their crops read by the digit model in one small extra call, the whole blobs by the
+        pair model, and the best valid combination of cuts searched for (choose.py).
+        """
+        base: list[tuple[Box, int | None]] = list(zip(field.boxes, field.glyph_rows))
+        choices = list(field.choices)
+        fixes: dict[tuple[int, ...], np.ndarray | None] = {}
+
+        def glyphs_for(pick: tuple[int, ...]) -> list[tuple[Box, int | None]]:
+            glyphs = list(base)
+            for ch, k in sorted(zip(choices, pick), key=lambda t: -t[0].first):  # from the right: indices stay valid
+                o, n_default = ch.options[k], len(ch.options[0].rows)
+                glyphs[ch.first : ch.first + n_default] = list(zip(o.boxes, o.rows))
+            return glyphs
+
+        def valid(pick: tuple[int, ...]) -> bool:
+            """The reading with these cuts is a valid, well-formed number, as read or after phone.correct."""
+            p = probs[[r for _, r in glyphs_for(pick) if r is not None]]
+            top = "".join(str(d) for d in p.argmax(axis=1))
+            if len(p) and phone.is_valid(top, region, field.plus):
+                fixes[pick] = None
+                return choose.well_formed(top, region, field.plus)
+            fixes[pick] = phone.correct(p, region, field.plus, max_tries=phone.MAX_TRIES if not fixes else 200)
+            return fixes[pick] is not None and choose.well_formed("".join(map(str, fixes[pick])), region, field.plus)
+
+        if self.pair_readings:
+            probs = self._add_pair_readings(probs, field, choices)
+        logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
+        pick = choose.best(choose.option_scores(choices, logmax))
+        if not valid(pick) and self.max_choice_loss > 0 and (choices or field.pair_splits):
+            probs, model_logits = self._add_pair_splits(field, probs, choices)
+            logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0))
+            scores = choose.option_scores(choices, logmax, pairs=True, model_logits=model_logits)
+            pick = choose.choose(scores, valid, self.max_choice_loss) or pick  # none valid: the first reading stands
+        glyphs = glyphs_for(pick)
+        if pick not in fixes:
+            valid(pick)
+        return glyphs, probs, fixes[pick]
+
+    def _add_pair_splits(self, field: Field, probs: np.ndarray, choices: list[Choice]) -> tuple[np.ndarray, dict[int, float] | None]:
+        """Offer each narrow blob as a touching pair: append a Choice per blob to ``choices`` and the new
+        digits' rows to ``probs``; return the longer table and the pair model's log-odds per new choice.
+
+        With the pair model, a pair's two digits are its reading of the whole blob (one option per blob;
+        the boxes come from the best seam): a seam between a 1 and the 2 it is tucked into is often
+        wrong, the whole-blob reading is not. Without it, the digit model reads each seam's pieces.
+        """
+        splits = [(g, split()) for g, split in field.pair_splits]
+        splits = [(g, opts) for g, opts in splits if opts]
+        if not splits:
+            return probs, None
+        if self.pair_model is not None:
+            z, left, right = self.pair_model.predict(field.crops[[field.glyph_rows[g] for g, _ in splits]])
+            logits = {}
+            for i, (g, opts) in enumerate(splits):
+                whole = Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)
+                r = len(probs) + 2 * i
+                logits[len(choices)] = float(z[i])
+                choices.append(Choice(g, [whole, Option([r, r + 1], [pc.box for pc in opts[0].pieces], 0.0, opts[0].pair)]))
+            return np.concatenate([probs, np.stack([left, right], 1).reshape(-1, 10)]), logits
+        crops, row = [], len(probs)
+        for g, opts in splits:
+            options = [Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)]  # whole first: the default
+            for o in opts:
+                options.append(Option(list(range(row, row + len(o.pieces))), [pc.box for pc in o.pieces], 0.0, o.pair))
+                row += len(o.pieces)
+                crops.extend(pc.ink for pc in o.pieces)
+            choices.append(Choice(g, options))
+        return np.concatenate([probs, self.model.predict_proba(normalize_batch(crops))]), None
+
+    def _add_pair_readings(self, probs: np.ndarray, field: Field, choices: list[Choice]) -> np.ndarray:
+        """Wide blobs offered whole or split at a seam also get the pair model's reading of their two
+        digits, scored like the seam split (same width prior) with the heads' probabilities: where one
+        digit is tucked into the other no seam separates them, and the whole-blob reading is right.
+        Replaces those Choices in ``choices`` and returns ``probs`` with the heads' rows appended."""
+        wide = [c for c, ch in enumerate(choices) if len(ch.options[0].rows) == 1 and any(len(o.rows) == 2 for o in ch.options)]
+        if not wide or self.pair_model is None:
+            return probs
+        _, left, right = self.pair_model.predict(field.crops[[choices[c].options[0].rows[0] for c in wide]])
+        for i, c in enumerate(wide):
+            ch = choices[c]
+            seam = next(o for o in ch.options if len(o.rows) == 2)
+            r = len(probs) + 2 * i
+            choices[c] = Choice(ch.first, ch.options + [Option([r, r + 1], seam.boxes, seam.prior + choose.HEADS_BONUS)])
+        return np.concatenate([probs, np.stack([left, right], 1).reshape(-1, 10)])
 
     @property
     def pair_model(self):
-        """The touching-pair model beside the digit model (models/pairs.json), loaded on first use; None
-        when there is none (the pair splits are then weighed by the digit model's doubt alone)."""
+        """The touching-pair model (pairs.json beside the digit model's card, else the committed
+        models/pairs.json), loaded on first use; None when there is none (the pair splits are then
+        weighed by the digit model's doubt alone)."""
         if self._pair_model is False:
+            from phonereader import ROOT
             from worker.recognition.pairmodel import PairModel
 
-            path = Path(self.settings.model_path).parent / "pairs.json"
-            self._pair_model = PairModel.load(path) if path.is_file() else None
+            paths = [Path(self.settings.model_path).parent / "pairs.json", ROOT / "models" / "pairs.json"]
+            path = next((p for p in paths if p.is_file()), None)
+            self._pair_model = PairModel.load(path) if path else None
         return self._pair_model
 
     # --- convenience -------------------------------------------------------------------------------

@@ -1,0 +1,253 @@
+"""Narrow touching pairs ("17", a 1 tucked into a 2) and the line-wide choice of cuts (choose.py).
+
+The search and read() are tested on synthetic probability tables (no model); the cutter and the pair
+model on MNIST *test* digits drawn by the synthesiser.
+"""
+
+import numpy as np
+import pytest
+
+from phonereader.config import Settings
+from training import synth
+from worker.recognition import Choice, Field, Option, Recognizer, choose
+from worker.recognition import line as linemod
+
+SETTINGS = Settings()
+HAVE_MNIST = (SETTINGS.mnist_dir / "t10k-images-idx3-ubyte.gz").exists()
+PAIRS_CARD = SETTINGS.model_path.parent / "pairs.json"
+needs_mnist = pytest.mark.skipif(not HAVE_MNIST, reason=f"MNIST IDX files not in {SETTINGS.mnist_dir}")
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+
+def test_choose_takes_the_best_combination_when_it_is_acceptable():
+    scores = [np.array([0.0, -1.0]), np.array([-0.5, 0.0])]
+    assert choose.choose(scores, lambda pick: True) == (0, 1)
+
+
+def test_choose_walks_combinations_best_first():
+    scores = [np.array([0.0, -1.0]), np.array([0.0, -2.0]), np.array([0.0, -3.0])]
+    tried = []
+
+    def only_last(pick):
+        tried.append(pick)
+        return pick == (0, 0, 1)
+
+    assert choose.choose(scores, only_last) == (0, 0, 1)
+    assert tried == [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)], "in decreasing total score"
+
+
+def test_choose_gives_up_when_nothing_acceptable_is_close_enough():
+    scores = [np.array([0.0, -20.0]), np.array([0.0, -np.inf])]
+    assert choose.choose(scores, lambda pick: pick != (0, 0), max_loss=9.0) is None
+    assert choose.choose(scores, lambda pick: pick != (0, 0), max_loss=30.0) == (1, 0), "-inf options are never taken"
+    assert choose.choose([], lambda pick: False) == ()
+
+
+# --- read(): the phone rules pick the narrow blob to split -----------------------------------------
+
+
+def _probs(rows: list[tuple[int, float]]) -> np.ndarray:
+    """One row per (digit, probability), the rest spread evenly."""
+    p = np.full((len(rows), 10), 0.0, np.float32)
+    for i, (d, q) in enumerate(rows):
+        p[i] = (1 - q) / 9
+        p[i, d] = q
+    return p
+
+
+class Stub:
+    """The digit model for the pieces read() cuts on demand: fixed rows, in the order they are asked for."""
+
+    version = "stub"
+
+    def __init__(self, rows: np.ndarray):
+        self.rows, self.calls = rows, 0
+
+    def predict_proba(self, x):
+        self.calls += 1
+        assert len(x) == len(self.rows) and x.shape[1:] == (28, 28)
+        return self.rows
+
+
+def _piece(x0: int, x1: int) -> linemod.Piece:
+    return linemod.Piece((x0, 0, x1, 20), np.ones((20, x1 - x0), np.float32))
+
+
+def _pair_field(whole_p: float, extra_digit: bool = False) -> tuple[Field, np.ndarray, Stub]:
+    """A US number written 212 555 0142 whose "14" touches: 9 glyphs, the 8th (the "14", read as a 4)
+    narrow enough to be a pair; the 5th (a 5) just as narrow. Their splits are cut on demand: "14" splits
+    into a confident 1 and 4, the 5 into junk. With ``extra_digit`` a 10th digit makes it 212 555 0423."""
+    digits = "21255504" + "2" + ("3" if extra_digit else "")
+    n = len(digits)
+    boxes = [(20 * i, 0, 20 * i + 15, 20) for i in range(n)]
+    probs = _probs([(int(d), 0.99) for d in digits])
+    probs[7] = _probs([(4, whole_p)])[0]
+    splits = [
+        (4, lambda: [linemod.Option([_piece(80, 86), _piece(86, 95)], 0.0, 0.2, (0.9, 0.2, 0.45))]),
+        (7, lambda: [linemod.Option([_piece(140, 146), _piece(146, 155)], 0.0, 0.05, (0.9, 0.05, 0.3))]),
+    ]
+    field = Field("line", np.zeros((n, 28, 28), np.float32), boxes, [False] * n, pair_splits=splits)
+    return field, probs, Stub(_probs([(5, 0.6), (3, 0.6), (1, 0.97), (4, 0.97)]))
+
+
+def _rec(stub: Stub, max_loss: float = choose.MAX_LOSS) -> Recognizer:
+    rec = Recognizer(model=stub, settings=SETTINGS, pair_model=None)  # the digit model's doubt alone
+    rec.max_choice_loss = max_loss
+    return rec
+
+
+def test_a_digit_short_line_splits_the_doubtful_narrow_blob():
+    field, probs, stub = _pair_field(whole_p=0.55)
+    r = _rec(stub).read(field, probs, "US")
+    assert r.digits == "2125550142" and r.valid and stub.calls == 1
+    assert len(r.digits_detail) == 10 and r.digits_detail[7].box == (140, 0, 146, 20)
+    assert r.digits_detail[8].alternatives[0].digit == "4" and r.digits_detail[8].confidence == pytest.approx(0.97)
+
+
+def test_the_search_is_off_when_disabled_and_narrow_blobs_stay_whole():
+    field, probs, stub = _pair_field(whole_p=0.55)
+    assert _rec(stub, max_loss=0.0).read(field, probs, "US").raw_digits == "212555042"
+    assert stub.calls == 0
+
+
+def test_a_valid_reading_is_not_second_guessed():
+    field, probs, stub = _pair_field(whole_p=0.55, extra_digit=True)
+    r = _rec(stub).read(field, probs, "US")
+    assert r.digits == "2125550423" and len(r.digits_detail) == 10
+    assert stub.calls == 0, "no extra cutting or model call for a valid reading"
+
+
+# --- the cutter ----------------------------------------------------------------------------------
+
+
+def test_a_narrow_loop_is_not_a_bracket():
+    p = linemod.LineParams()
+    arc = np.zeros((40, 12), bool)
+    for y in range(40):
+        x = round(8 - 6 * np.sin(np.pi * y / 39))
+        arc[y, max(0, x - 1) : x + 2] = True
+    assert linemod.classify_separator(arc, 32.0, first=True, p=p) == "("
+    six = arc.copy()
+    six[22:38, 8:11] = True  # close the lower bowl: a narrow 6
+    six[22:24, 2:11] = True
+    assert linemod.classify_separator(six, 32.0, first=True, p=p) is None
+
+
+@needs_mnist
+def test_a_narrow_touching_pair_carries_a_pair_split():
+    pool = synth.DigitPool("test")
+    rng = np.random.default_rng(4)
+    found = 0
+    for _ in range(12):
+        a, b = synth.pen_digit(pool.draw(1, rng), 40, rng, 0.1), synth.pen_digit(pool.draw(7, rng), 40, rng, 0.1)
+        ink = np.zeros((90, a.shape[1] + b.shape[1] + 40), np.float32)
+        ink[20 : 20 + a.shape[0], 20 : 20 + a.shape[1]] = a
+        x = 20 + a.shape[1] - 3
+        sub = ink[20 : 20 + b.shape[0], x : x + b.shape[1]]
+        np.maximum(sub, b, out=sub)
+        cut = linemod.cut_line(ink)
+        if len(cut.slots) != 1:
+            continue  # the strokes did not touch: two blobs, nothing to decide
+        slot = cut.slots[0]
+        if not linemod.LineParams().pair_from <= slot.ratio < linemod.LineParams().split_from:
+            continue  # wide pairs get their splits up front, by width
+        found += 1
+        assert len(slot.options) == 1 and slot.pair_split is not None, slot.ratio
+        splits = slot.pair_split()
+        assert 1 <= len(splits) <= 3
+        for split in splits:
+            assert len(split.pieces) == 2 and split.pair[0] == pytest.approx(slot.ratio)
+            x0, _, x1, _ = slot.options[0].pieces[0].box
+            left, right = (pc.box for pc in split.pieces)
+            assert x0 <= left[0] < right[2] <= x1 and left[0] < right[0], "both pieces inside the blob, in source coordinates"
+    assert found >= 3
+
+
+# --- the pair model ------------------------------------------------------------------------------
+
+
+@needs_mnist
+@pytest.mark.skipif(not PAIRS_CARD.exists(), reason=f"no pair model at {PAIRS_CARD}")
+def test_pair_model_tells_pairs_from_single_digits():
+    from training.data import load_mnist
+    from training.pairs import make_set
+    from worker.recognition.pairmodel import PairModel
+
+    images, labels = load_mnist("test")
+    x, y = make_set(images[:2000], labels[:2000], 300, seed=11, progress=False)
+    z, left, right = PairModel.load(PAIRS_CARD).predict(x)
+    assert np.mean((z > 0) == (y[:, 0] == 1)) >= 0.97, "pair or one digit"
+    pairs = y[:, 0] == 1
+    both = (left[pairs].argmax(1) == y[pairs, 1]) & (right[pairs].argmax(1) == y[pairs, 2])
+    assert both.mean() >= 0.85, "both digits of a pair"
+
+
+@pytest.mark.skipif(not PAIRS_CARD.exists(), reason=f"no pair model at {PAIRS_CARD}")
+def test_pair_model_files_are_checked(tmp_path):
+    import json
+    import shutil
+
+    from phonereader.modelcard import ModelFileError
+    from worker.recognition.pairmodel import PairModel
+
+    card = json.loads(PAIRS_CARD.read_text())
+    for name in ("pairs.json", card["files"]["onnx"]):
+        shutil.copy(PAIRS_CARD.parent / name, tmp_path / name)
+    z, left, right = PairModel.load(tmp_path / "pairs.json").predict(np.zeros((2, 28, 28), np.float32))
+    assert z.shape == (2,) and left.shape == right.shape == (2, 10) and np.allclose(left.sum(1), 1, atol=1e-5)
+    (tmp_path / card["files"]["onnx"]).write_bytes(b"not a model")
+    with pytest.raises(ModelFileError):
+        PairModel.load(tmp_path / "pairs.json")
+
+
+# --- phone rules for the search ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "digits, region, plus, ok",
+    [
+        ("2125550142", "US", False, True),
+        ("12125550142", "US", False, True),
+        ("112125550142", "US", False, False),  # phonenumbers calls this valid; a person never writes it
+        ("07911123456", "GB", False, True),
+        ("447911123456", "GB", True, True),
+        ("4407911123456", "GB", True, False),
+    ],
+)
+def test_well_formed_numbers_have_no_invented_digits(digits, region, plus, ok):
+    assert choose.well_formed(digits, region, plus) is ok
+
+
+class StubPairs:
+    """The pair model: every blob asked about is a pair, read as ``digits``."""
+
+    def __init__(self, digits: tuple[int, int], p: float = 0.95):
+        self.digits, self.p, self.calls = digits, p, 0
+
+    def predict(self, crops):
+        self.calls += 1
+        n = len(crops)
+        left, right = _probs([(self.digits[0], self.p)] * n), _probs([(self.digits[1], self.p)] * n)
+        return np.full(n, 6.0, np.float32), left, right
+
+
+def test_a_wide_blob_is_read_whole_by_the_pair_model_when_its_seam_is_poor():
+    """212 555 0142 with "14" one wide blob: whole (row 7), or a seam split whose pieces read as junk
+    (rows 9, 10); the pair model reads the blob as "14" and that reading wins, with the seam's boxes."""
+    digits = "21255504" + "2"
+    boxes = [(20 * i, 0, 20 * i + 15, 20) for i in range(9)]
+    probs = np.concatenate([_probs([(int(d), 0.99) for d in digits]), _probs([(7, 0.4), (9, 0.4)])])
+    probs[7] = _probs([(4, 0.6)])[0]
+    seam = Option([9, 10], [(140, 0, 147, 20), (147, 0, 158, 20)], 0.5)
+    field = Field("line", np.zeros((11, 28, 28), np.float32), boxes, [False] * 9,
+                  choices=[Choice(7, [Option([7], [boxes[7]], 0.0), seam])])
+    pairs = StubPairs((1, 4))
+    rec = Recognizer(model=object(), settings=SETTINGS, pair_model=pairs)
+    r = rec.read(field, probs, "US")
+    assert r.digits == "2125550142" and pairs.calls == 1
+    assert [d.box for d in r.digits_detail[7:9]] == seam.boxes
+    assert r.digits_detail[7].confidence == pytest.approx(0.95, abs=1e-3)
+    rec.pair_readings = False
+    assert rec.read(field, probs, "US").raw_digits != "2125550142"
