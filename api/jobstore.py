@@ -266,6 +266,18 @@ class JobStore:
             return None if not await self.r.exists(self.keys.job(job_id)) else ""
         return owner.decode()
 
+    async def owner_and_progress(self, job_id: str) -> tuple[str, tuple[int, int]] | None:
+        """:meth:`owner` and :meth:`progress` in one round trip; None when the job does not exist."""
+        if not ID_RE.match(job_id):
+            return None
+        async with self.r.pipeline(transaction=False) as p:
+            p.hmget(self.keys.job(job_id), "owner", "total")
+            p.hlen(self.keys.results(job_id))
+            (owner, total), done = await p.execute()
+        if total is None:  # every job hash has a total: no total, no job
+            return None
+        return (owner or b"").decode(), (int(done), int(total))
+
     async def progress(self, job_id: str) -> tuple[int, int] | None:
         """(done, total) in units, or None for an unknown job. Cheap: for waiting loops."""
         if not ID_RE.match(job_id):

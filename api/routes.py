@@ -56,12 +56,12 @@ router = APIRouter()
 
 
 async def submit(svc: Services, files: list[tuple[str, bytes]], kind: str, region: str,
-                 owner: str = "") -> tuple[str, int, bool]:
+                 owner: str = "", scope: dict | None = None) -> tuple[str, int, bool]:
     """Check the backlog, expand the upload into units, store the job, queue its tasks.
 
     The job is answered 202 only after both the job record and its tasks are in Redis; if queueing fails
     the job is removed again, so an accepted job always has its tasks and a refused one leaves nothing."""
-    await check_backlog(svc)
+    await check_backlog(svc, scope)
     upload = await run_in_threadpool(expand, files, kind, svc.settings)
     job_id = new_job_id()
     finished = await svc.store.create(job_id, kind, region, upload.units, upload.blobs, upload.failed, owner)
@@ -111,7 +111,7 @@ async def create_job(
 ):
     region = check_region(region, svc.settings)
     job_id, total, finished = await submit(svc, await read_uploads(files, svc.settings), kind, region,
-                                           caller_of(request.scope).owner)
+                                           caller_of(request.scope).owner, request.scope)
     return job_created(job_id, total, finished)
 
 
@@ -131,6 +131,14 @@ async def visible_job(svc: Services, request: Request, job_id: str) -> None:
         raise _not_found(job_id)
 
 
+async def visible_progress(svc: Services, request: Request, job_id: str) -> tuple[int, int]:
+    """:func:`visible_job` and the job's (done, total) in one round trip."""
+    found = await svc.store.owner_and_progress(job_id)
+    if found is None or found[0] != caller_of(request.scope).owner:
+        raise _not_found(job_id)
+    return found[1]
+
+
 def _finished(svc: Services, job_id: str):
     """For JobEvents.wait: has the job finished (or vanished)?"""
 
@@ -148,9 +156,10 @@ async def get_job(
     detail: bool = Query(True, description="Include per-digit detail (confidences, alternatives, boxes)."),
     svc: Services = Depends(services),
 ):
-    await visible_job(svc, request, job_id)
-    if wait > 0:
-        await svc.events.wait(job_id, _finished(svc, job_id), wait)
+    with svc.events.watching(job_id) as event:  # before the look, so a finish right after it is not missed
+        done, total = await visible_progress(svc, request, job_id)
+        if wait > 0 and done < total:
+            await svc.events.wait_on(event, _finished(svc, job_id), wait, finished=False)
     job = await svc.store.get(job_id, detail=detail)
     if job is None:
         raise _not_found(job_id)
@@ -236,7 +245,7 @@ async def recognize(
     If the result is not ready in time the answer is 504 with the job id to poll."""
     boxes = await _numbered_boxes(request, svc.settings)
     region = check_region(region, svc.settings)
-    job_id, _, _ = await submit(svc, boxes, "boxes", region, caller_of(request.scope).owner)
+    job_id, _, _ = await submit(svc, boxes, "boxes", region, caller_of(request.scope).owner, request.scope)
     wait_s = min(timeout or svc.settings.sync_timeout_s, svc.settings.sync_timeout_s)
     done = await svc.events.wait(job_id, _finished(svc, job_id), wait_s)
     url = f"/api/jobs/{job_id}"

@@ -133,8 +133,9 @@ class _ArchiveBudget:
 
 
 def _junk(name: str) -> bool:
+    """Folders, OS clutter and nameless entries (a damaged directory record): skipped, not items."""
     parts = name.replace("\\", "/").split("/")
-    return name.endswith("/") or parts[0] == "__MACOSX" or parts[-1].startswith(".") or parts[-1] in ("Thumbs.db", "desktop.ini")
+    return not name or name.endswith("/") or parts[0] == "__MACOSX" or parts[-1].startswith(".") or parts[-1] in ("Thumbs.db", "desktop.ini")
 
 
 def _zip_pages(archive: str, data: bytes, upload: Upload, budget: _ArchiveBudget, settings: Settings) -> list[_Page]:
@@ -146,7 +147,7 @@ def _zip_pages(archive: str, data: bytes, upload: Upload, budget: _ArchiveBudget
     pages: list[_Page] = []
     with zf:
         for info in infos:
-            if info.is_dir() or _junk(info.filename):
+            if _junk(info.filename):  # (before is_dir(), which fails on an empty name)
                 continue
             budget.take_entry(archive)
             source = f"{archive}/{info.filename}"

@@ -77,11 +77,12 @@ class StripeRecognizer:
     def cut_boxes(self, inks):
         return Field(np.concatenate([self.cut(ink, "boxes")[0].crops for ink in inks]))
 
-    def read(self, field, probs, region) -> Reading:
+    def read_with_rows(self, field, probs, region) -> tuple[Reading, list[int]]:
         digits = "".join(str(int(p.argmax())) for p in probs)
         detail = [DigitDetail(digit=c, confidence=1.0, box=(0, 0, 1, 1)) for c in digits]
-        return Reading(kind="line", digits=digits, confidence=1.0, needs_review=False, digits_detail=detail,
-                       region=region, model_version="stripes-1")
+        reading = Reading(kind="line", digits=digits, confidence=1.0, needs_review=False, digits_detail=detail,
+                          region=region, model_version="stripes-1")
+        return reading, list(range(len(digits)))  # one crop per digit, in order
 
 
 # --- the batcher ----------------------------------------------------------------------------------------

@@ -92,33 +92,21 @@ def original_crop(ink: np.ndarray | None, box) -> np.ndarray | None:
     return gray
 
 
-def chosen_rows(field, probs: np.ndarray) -> list[tuple[int, tuple]]:
-    """(crop row, box) of each recognised digit, in reading order: the same choice among alternative cuts
-    that ``Recognizer.read`` makes (highest prior + log max probability), from the same probabilities."""
-    glyphs = list(zip(field.boxes, field.glyph_rows))
-    logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
-    for ch in sorted(field.choices, key=lambda c: -c.first):
-        best = max(ch.options, key=lambda o: o.prior + float(logmax[o.rows].sum()))
-        glyphs[ch.first : ch.first + len(ch.options[0].rows)] = list(zip(best.boxes, best.rows))
-    return [(r, box) for box, r in glyphs if r is not None]
-
-
-def unit_crops(unit: int, kind: str, inks: list[np.ndarray], fields: list, probs: np.ndarray,
+def unit_crops(unit: int, kind: str, inks: list[np.ndarray], fields: list, rows: list[list[int | None]],
                readings: list[dict]) -> dict[str, bytes]:
-    """The records of one unit's digits. A field whose crops cannot be matched to its reading digit for
-    digit is left out (never stored under the wrong position)."""
+    """The records of one unit's digits. ``rows``: per field, the crop row each digit was read from
+    (``Recognizer.read_with_rows``). A digit with no crop of its own is left out, and so is a field whose
+    rows do not match its reading digit for digit (never stored under the wrong position)."""
     out: dict[str, bytes] = {}
-    start = 0
     many = len(fields) > 1
-    for f, (field, reading) in enumerate(zip(fields, readings)):
-        rows = probs[start : start + len(field.crops)]
-        start += len(field.crops)
-        picked = chosen_rows(field, rows)
+    for f, (field, picked, reading) in enumerate(zip(fields, rows, readings)):
         shown = [tuple(d["box"]) for d in reading.get("digits_detail", []) if not d.get("empty")]
-        if len(picked) != len(reading.get("digits") or "") or [tuple(b) for _, b in picked] != shown:
+        if len(picked) != len(reading.get("digits") or "") or len(shown) != len(picked):
             log.warning("unit %d field %d: crops do not match the reading; not kept for corrections", unit, f)
             continue
-        for pos, (row, box) in enumerate(picked):
+        for pos, (row, box) in enumerate(zip(picked, shown)):
+            if row is None:
+                continue
             if kind == "boxes":  # one image per box, empty boxes included: glyph i sits in the i-th non-empty one
                 ink = inks[[i for i, e in enumerate(field.empty) if not e][pos]]
             else:

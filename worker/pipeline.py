@@ -42,9 +42,11 @@ class Work:
 
     unit: int
     started: float = field(default_factory=time.perf_counter)
+    descriptor: dict | None = None  # what was uploaded for it (P:job:J:units), read when the unit is claimed
     fields: list[Any] = field(default_factory=list)  # recognition Fields, once cut
     inks: list[np.ndarray] = field(default_factory=list)  # decoded pages (original crops for corrections)
     probs: np.ndarray | None = None  # the unit's rows of the batch
+    rows: list[list[int | None]] = field(default_factory=list)  # per field, the crop row of each digit read
     result: dict | None = None  # set when the unit is settled (a failure, or its readings)
 
 
@@ -98,15 +100,15 @@ class Reader:
         """The task body: read these units of one job and store their results. Idempotent: units already
         stored are skipped, so a redelivered task only does what is left. ``count_delivery`` is False
         when the task re-runs after a Redis outage (same delivery, not a crash)."""
-        job = self.store.job(job_id)
+        job, done = self.store.job_and_done(job_id, units)
         if job is None:  # deleted (or expired) while queued: nothing to do
             log.info("job %s is gone; dropping units %s", job_id, units)
             return
-        works = self.claim(job, units, count_delivery)
+        works = self.claim(job, units, count_delivery, done)
         for w in works:
             if w.result is None:
                 with self.alone(w, "crops"):
-                    w.inks = self.decode(job, w.unit)
+                    w.inks = self.decode(job, w.unit, w.descriptor)
                     w.fields = self.crops(job, w.inks)
         live = [w for w in works if w.result is None]
         for w, probs in zip(live, self.batch(job, live)):
@@ -116,16 +118,18 @@ class Reader:
         for w in works:
             self.result(job, w)
 
-    def claim(self, job: JobInfo, units: list[int], count_delivery: bool) -> list[Work]:
-        """The units still to do, each with its delivery counted: a unit whose deliveries keep killing
-        workers (a decoder crash, out of memory) is failed after ``max_attempts`` instead of looping."""
-        todo = sorted(set(units) - self.store.done_units(job.id, units))
+    def claim(self, job: JobInfo, units: list[int], count_delivery: bool, done: set[int] | None = None) -> list[Work]:
+        """The units still to do (``done``: those already stored, if known), each with its delivery counted:
+        a unit whose deliveries keep killing workers (a decoder crash, out of memory) is failed after
+        ``max_attempts`` instead of looping."""
+        todo = sorted(set(units) - (self.store.done_units(job.id, units) if done is None else done))
         works = []
         for u in todo:
-            attempts = self.store.start(job.id, u) if count_delivery else self.store.attempts(job.id, u)
-            if attempts is None:
+            begun = self.store.begin(job.id, u, count=count_delivery)
+            if begun is None:
                 return []
-            work = Work(u)
+            attempts, descriptor = begun
+            work = Work(u, descriptor=descriptor)
             if count_delivery and attempts > 1:
                 self.metrics.inc("units_redelivered")
             if attempts > self.settings.max_attempts:
@@ -151,9 +155,10 @@ class Reader:
 
     # --- the named steps ----------------------------------------------------------------------------
 
-    def decode(self, job: JobInfo, u: int) -> list[np.ndarray]:
-        """Uploaded bytes -> ink maps (one per page the unit refers to; boxes have many)."""
-        unit = self.store.unit(job.id, u)
+    def decode(self, job: JobInfo, u: int, unit: dict | None = None) -> list[np.ndarray]:
+        """Uploaded bytes -> ink maps (one per page the unit refers to; boxes have many). ``unit``: the
+        unit's descriptor when the caller has read it already."""
+        unit = unit if unit is not None else self.store.unit(job.id, u)
         if unit is None:
             raise InputError("missing_unit", f"item {u} of the job is missing", 422)
         inks = []
@@ -187,10 +192,12 @@ class Reader:
 
     def digits(self, job: JobInfo, work: Work, probs: np.ndarray) -> dict:
         """Probabilities -> readings (digits, confidence, alternatives, phone rules), one per field."""
-        readings, start = [], 0
+        readings, work.rows, start = [], [], 0
         for f in work.fields:
             n = len(f.crops)
-            readings.append(self.recognizer.read(f, probs[start : start + n], job.region).model_dump(mode="json"))
+            reading, rows = self.recognizer.read_with_rows(f, probs[start : start + n], job.region)
+            readings.append(reading.model_dump(mode="json"))
+            work.rows.append(rows)
             start += n
         version = getattr(probs, "model_version", "") or self.model.version  # the model that made these probs
         for r in readings:
@@ -198,9 +205,8 @@ class Reader:
         return {"status": "succeeded", "readings": readings, "error": None, "finished_at": now()}
 
     def result(self, job: JobInfo, work: Work) -> None:
-        """Store the unit's result (once, whatever happens) and record how long it took."""
-        self.keep_crops(job, work)
-        stored = self.store.save(job.id, work.unit, {**work.result, "worker": self.name})
+        """Store the unit's result (once, whatever happens), with its crops, and record how long it took."""
+        stored = self.store.save(job.id, work.unit, {**work.result, "worker": self.name}, self.keep_crops(job, work))
         if not stored.stored:
             return
         self.metrics.inc("units_failed" if work.result["status"] == "failed" else "units_succeeded")
@@ -210,18 +216,16 @@ class Reader:
             self.metrics.inc("jobs_finished")
             self.metrics.observe("job_latency_seconds", max(0.0, now() - job.created_at))
 
-    def keep_crops(self, job: JobInfo, work: Work) -> None:
-        """Keep the digits' crops beside the result (job TTL) so corrections can become training samples.
-        Best effort: a unit's result never depends on it. Nothing is kept when corrections are off."""
+    def keep_crops(self, job: JobInfo, work: Work) -> dict[str, bytes] | None:
+        """The digits' crop records, stored beside the result (job TTL) so corrections can become training
+        samples. Best effort: a unit's result never depends on it. Nothing is kept when corrections are off."""
         if not self.settings.corrections_enabled or work.result["status"] != "succeeded" or work.probs is None:
-            return
+            return None
         try:
-            crops = unit_crops(work.unit, job.kind, work.inks, work.fields, np.asarray(work.probs),
-                               work.result["readings"])
+            return unit_crops(work.unit, job.kind, work.inks, work.fields, work.rows, work.result["readings"])
         except Exception:
             log.warning("unit %d of job %s: crops not kept for corrections", work.unit, job.id, exc_info=True)
-            return
-        self.store.save_crops(job.id, crops)
+            return None
 
     def _on_batch(self, stats: BatchStats) -> None:
         self.metrics.observe("batch_size", stats.size)

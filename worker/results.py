@@ -70,19 +70,43 @@ class ResultStore:
                 p.hexists(self.keys.results(job_id), str(u))
             return {u for u, done in zip(units, p.execute()) if done}
 
+    def job_and_done(self, job_id: str, units: list[int]) -> tuple[JobInfo | None, set[int]]:
+        """:meth:`job` and :meth:`done_units` in one round trip (a task's first look at its job)."""
+        with self.r.pipeline(transaction=False) as p:
+            p.hgetall(self.keys.job(job_id))
+            for u in units:
+                p.hexists(self.keys.results(job_id), str(u))
+            meta, *done = p.execute()
+        if not meta:
+            return None, set()
+        m = {k.decode(): v.decode() for k, v in meta.items()}
+        job = JobInfo(job_id, m["kind"], m["region"], float(m["created_at"]), int(m["total"]))
+        return job, {u for u, d in zip(units, done) if d}
+
     def start(self, job_id: str, u: int) -> int | None:
         """Count one more delivery of a unit; None when the job is gone (deleted while queued)."""
+        begun = self.begin(job_id, u)
+        return None if begun is None else begun[0]
+
+    def begin(self, job_id: str, u: int, count: bool = True) -> tuple[int, dict | None] | None:
+        """Count one more delivery of a unit (``count``; else only read the count) and read the unit's
+        descriptor, in one round trip: (deliveries, descriptor), or None when the job is gone."""
         k = self.keys
-        with self.r.pipeline(transaction=True) as p:
+        with self.r.pipeline(transaction=count) as p:
             p.exists(k.job(job_id))
-            p.hincrby(k.attempts(job_id), str(u), 1)
-            p.expire(k.attempts(job_id), self.ttl)
-            p.zadd(k.active, {job_id: now()}, xx=True)  # activity (xx: never re-adds a finished job)
-            exists, attempts, _, _ = p.execute()
+            if count:
+                p.hincrby(k.attempts(job_id), str(u), 1)
+                p.expire(k.attempts(job_id), self.ttl)
+                p.zadd(k.active, {job_id: now()}, xx=True)  # activity (xx: never re-adds a finished job)
+            else:
+                p.hget(k.attempts(job_id), str(u))
+            p.lindex(k.units(job_id), u)
+            exists, attempts, *_, raw = p.execute()
         if not exists:
-            self.r.unlink(k.attempts(job_id))
+            if count:
+                self.r.unlink(k.attempts(job_id))
             return None
-        return int(attempts)
+        return int(attempts or 0), None if raw is None else json.loads(raw)
 
     def attempts(self, job_id: str, u: int) -> int | None:
         """Deliveries counted so far (without counting one more); None when the job is gone."""
@@ -92,17 +116,23 @@ class ResultStore:
             exists, n = p.execute()
         return int(n or 0) if exists else None
 
-    def save(self, job_id: str, u: int, result: dict) -> Stored:
-        """Store a unit's result once. The save that completes the job refreshes the TTL of every key,
+    def save(self, job_id: str, u: int, result: dict, crops: dict[str, bytes] | None = None) -> Stored:
+        """Store a unit's result once, with its digits' crops for corrections (``crops``, see
+        worker.crops: HSETNX per crop, so like the result the first delivery's crops win and a redelivery
+        cannot swap them), in one MULTI. The save that completes the job refreshes the TTL of every key,
         drops the uploaded bytes (no longer needed) and announces the job on the events channel."""
         k = self.keys
         with self.r.pipeline(transaction=True) as p:
+            if crops:
+                for name, data in crops.items():
+                    p.hsetnx(k.crops(job_id), name, data)
+                p.expire(k.crops(job_id), self.ttl)
             p.hsetnx(k.results(job_id), str(u), json.dumps(result))
             p.hlen(k.results(job_id))
             p.hget(k.job(job_id), "total")
             p.expire(k.results(job_id), self.ttl)
             p.zadd(k.active, {job_id: now()}, xx=True)
-            stored, done, total, _, _ = p.execute()
+            stored, done, total, _, _ = p.execute()[-5:]
         if total is None:  # deleted while we worked: remove what we just recreated
             with self.r.pipeline(transaction=True) as p:
                 p.unlink(k.results(job_id), k.attempts(job_id), k.crops(job_id))
@@ -121,18 +151,6 @@ class ResultStore:
                 p.execute()
             self._blobs.drop_job(job_id)
         return Stored(bool(stored), int(done), total, finished)
-
-    def save_crops(self, job_id: str, crops: dict[str, bytes]) -> None:
-        """Keep a unit's crops next to its result, with the job's TTL, for corrections (worker.crops).
-        HSETNX per crop: like results, the first delivery's crops win, so a redelivery cannot swap them."""
-        if not crops:
-            return
-        k = self.keys
-        with self.r.pipeline(transaction=True) as p:
-            for name, data in crops.items():
-                p.hsetnx(k.crops(job_id), name, data)
-            p.expire(k.crops(job_id), self.ttl)
-            p.execute()
 
     def missing_units(self, job_id: str) -> list[int] | None:
         """Units of an unfinished job that have no result yet; None when the job is gone."""

@@ -190,6 +190,12 @@ class Recognizer:
 
     def read(self, field: Field, probs: np.ndarray, region: str | None = None) -> Reading:
         """Choose among alternative cuts, apply phone rules, and report calibrated confidences."""
+        return self.read_with_rows(field, probs, region)[0]
+
+    def read_with_rows(self, field: Field, probs: np.ndarray, region: str | None = None) -> tuple[Reading, list[int | None]]:
+        """:meth:`read`, plus the row of ``field.crops`` each digit was read from, in reading order: what the
+        worker keeps for corrections. None for a digit with no crop of its own (the pair model read it from
+        a whole blob, or it was cut after the batch)."""
         probs = np.asarray(probs, np.float32).reshape(-1, 10)
         if len(probs) != len(field.crops):
             raise ValueError(f"expected {len(field.crops)} rows of probabilities, got {len(probs)}")
@@ -235,7 +241,7 @@ class Recognizer:
             corrected=fixed is not None,
             raw_digits=raw,
             model_version=getattr(self._model, "version", "") or "",
-        )
+        ), [r if r < len(field.crops) else None for r in rows]
 
     def _choose_cuts(self, field: Field, probs: np.ndarray, region: str):
         """(glyphs as (box, row), probabilities, phone.correct's digits or None) of the chosen cuts.
