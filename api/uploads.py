@@ -147,7 +147,7 @@ def _zip_pages(archive: str, data: bytes, upload: Upload, budget: _ArchiveBudget
     pages: list[_Page] = []
     with zf:
         for info in infos:
-            if _junk(info.filename):  # (before is_dir(), which fails on an empty name)
+            if _junk(info.filename):  # folders too: ZipInfo.is_dir() fails on a nameless entry
                 continue
             budget.take_entry(archive)
             source = f"{archive}/{info.filename}"

@@ -85,8 +85,8 @@ def _pair_field(whole_p: float, extra_digit: bool = False) -> tuple[Field, np.nd
     probs = _probs([(int(d), 0.99) for d in digits])
     probs[7] = _probs([(4, whole_p)])[0]
     splits = [
-        (4, lambda: [linemod.Option([_piece(80, 86), _piece(86, 95)], 0.0, 0.2, (0.9, 0.2, 0.45))]),
-        (7, lambda: [linemod.Option([_piece(140, 146), _piece(146, 155)], 0.0, 0.05, (0.9, 0.05, 0.3))]),
+        (4, lambda: [linemod.Option([_piece(80, 86), _piece(86, 95)], 0.0, pair=(0.9, 0.2, 0.45))]),
+        (7, lambda: [linemod.Option([_piece(140, 146), _piece(146, 155)], 0.0, pair=(0.9, 0.05, 0.3))]),
     ]
     field = Field("line", np.zeros((n, 28, 28), np.float32), boxes, [False] * n, pair_splits=splits)
     return field, probs, Stub(_probs([(5, 0.6), (3, 0.6), (1, 0.97), (4, 0.97)]))

@@ -269,7 +269,7 @@ def test_a_unit_that_keeps_killing_workers_is_given_up(stack):
     client, reader, queue, sync = stack
     job = submit(client, [("a.png", stripes_png("1"))])
     for _ in range(2):  # two deliveries that died before storing anything
-        assert reader.store.start(job, 0) is not None
+        assert reader.store.begin(job, 0) is not None
     run_all(reader, queue)
     item = client.get(f"/api/jobs/{job}").json()["items"][0]
     assert item["status"] == "failed" and item["error"]["code"] == "worker_crashed"

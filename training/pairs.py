@@ -156,7 +156,7 @@ def train(out: Path, n_train: int = 60_000, n_val: int = 6_000, epochs: int = 6,
 
     from phonereader.modelcard import sha256
     from training.data import load_mnist
-    from training.models import fuse_for_inference
+    from training.export import export_onnx
 
     if threads:
         torch.set_num_threads(threads)
@@ -201,7 +201,7 @@ def train(out: Path, n_train: int = 60_000, n_val: int = 6_000, epochs: int = 6,
     weights, onnx_path, card_path = out / "pairs.safetensors", out / "pairs.onnx", out / "pairs.json"
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
     weights.chmod(0o644)
-    _export(fuse_for_inference(model), onnx_path)
+    export_onnx(model, onnx_path)  # BN folded, input "digits", output "logits", dynamic batch
     card = {
         "format": FORMAT,
         "name": "pairs",
@@ -265,16 +265,3 @@ def _evaluate(model, x, y) -> dict:
         "val_pair_digits_accuracy": float(both.float().mean()),
     }
 
-
-def _export(model, path: Path) -> None:
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model.cpu().eval(), (torch.zeros(1, 1, 28, 28),), str(path), dynamo=False, opset_version=17,
-            input_names=["digits"], output_names=["logits"],
-            dynamic_axes={"digits": {0: "batch"}, "logits": {0: "batch"}},
-        )  # fmt: skip

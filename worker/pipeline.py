@@ -118,11 +118,11 @@ class Reader:
         for w in works:
             self.result(job, w)
 
-    def claim(self, job: JobInfo, units: list[int], count_delivery: bool, done: set[int] | None = None) -> list[Work]:
-        """The units still to do (``done``: those already stored, if known), each with its delivery counted:
+    def claim(self, job: JobInfo, units: list[int], count_delivery: bool, done: set[int]) -> list[Work]:
+        """The units still to do (not in ``done``, those already stored), each with its delivery counted:
         a unit whose deliveries keep killing workers (a decoder crash, out of memory) is failed after
         ``max_attempts`` instead of looping."""
-        todo = sorted(set(units) - (self.store.done_units(job.id, units) if done is None else done))
+        todo = sorted(set(units) - done)
         works = []
         for u in todo:
             begun = self.store.begin(job.id, u, count=count_delivery)
@@ -155,10 +155,9 @@ class Reader:
 
     # --- the named steps ----------------------------------------------------------------------------
 
-    def decode(self, job: JobInfo, u: int, unit: dict | None = None) -> list[np.ndarray]:
+    def decode(self, job: JobInfo, u: int, unit: dict | None) -> list[np.ndarray]:
         """Uploaded bytes -> ink maps (one per page the unit refers to; boxes have many). ``unit``: the
-        unit's descriptor when the caller has read it already."""
-        unit = unit if unit is not None else self.store.unit(job.id, u)
+        unit's descriptor, read when the unit was claimed (None: it is missing)."""
         if unit is None:
             raise InputError("missing_unit", f"item {u} of the job is missing", 422)
         inks = []

@@ -43,17 +43,6 @@ class ResultStore:
         self.r, self.keys, self.ttl = client, Keys(prefix), result_ttl_s
         self._blobs = _BlobCache(blob_cache_bytes)
 
-    def job(self, job_id: str) -> JobInfo | None:
-        meta = self.r.hgetall(self.keys.job(job_id))
-        if not meta:
-            return None
-        m = {k.decode(): v.decode() for k, v in meta.items()}
-        return JobInfo(job_id, m["kind"], m["region"], float(m["created_at"]), int(m["total"]))
-
-    def unit(self, job_id: str, u: int) -> dict | None:
-        raw = self.r.lindex(self.keys.units(job_id), u)
-        return None if raw is None else json.loads(raw)
-
     def blob(self, job_id: str, file_no: int, cache: bool = False) -> bytes | None:
         """The raw bytes of one uploaded file. ``cache`` for multi-page files: 300 units read one PDF."""
         key = (job_id, file_no)
@@ -64,14 +53,9 @@ class ResultStore:
                 self._blobs.put(key, data)
         return data
 
-    def done_units(self, job_id: str, units: list[int]) -> set[int]:
-        with self.r.pipeline(transaction=False) as p:
-            for u in units:
-                p.hexists(self.keys.results(job_id), str(u))
-            return {u for u, done in zip(units, p.execute()) if done}
-
     def job_and_done(self, job_id: str, units: list[int]) -> tuple[JobInfo | None, set[int]]:
-        """:meth:`job` and :meth:`done_units` in one round trip (a task's first look at its job)."""
+        """The job (None when it is gone) and which of ``units`` already have a result, in one round trip:
+        a task's first look at its job."""
         with self.r.pipeline(transaction=False) as p:
             p.hgetall(self.keys.job(job_id))
             for u in units:
@@ -83,14 +67,10 @@ class ResultStore:
         job = JobInfo(job_id, m["kind"], m["region"], float(m["created_at"]), int(m["total"]))
         return job, {u for u, d in zip(units, done) if d}
 
-    def start(self, job_id: str, u: int) -> int | None:
-        """Count one more delivery of a unit; None when the job is gone (deleted while queued)."""
-        begun = self.begin(job_id, u)
-        return None if begun is None else begun[0]
-
     def begin(self, job_id: str, u: int, count: bool = True) -> tuple[int, dict | None] | None:
         """Count one more delivery of a unit (``count``; else only read the count) and read the unit's
-        descriptor, in one round trip: (deliveries, descriptor), or None when the job is gone."""
+        descriptor, in one round trip: (deliveries, descriptor or None), or None when the job is gone
+        (deleted while queued)."""
         k = self.keys
         with self.r.pipeline(transaction=count) as p:
             p.exists(k.job(job_id))
@@ -107,14 +87,6 @@ class ResultStore:
                 self.r.unlink(k.attempts(job_id))
             return None
         return int(attempts or 0), None if raw is None else json.loads(raw)
-
-    def attempts(self, job_id: str, u: int) -> int | None:
-        """Deliveries counted so far (without counting one more); None when the job is gone."""
-        with self.r.pipeline(transaction=False) as p:
-            p.exists(self.keys.job(job_id))
-            p.hget(self.keys.attempts(job_id), str(u))
-            exists, n = p.execute()
-        return int(n or 0) if exists else None
 
     def save(self, job_id: str, u: int, result: dict, crops: dict[str, bytes] | None = None) -> Stored:
         """Store a unit's result once, with its digits' crops for corrections (``crops``, see

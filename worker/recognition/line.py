@@ -65,7 +65,6 @@ class Piece:
 class Option:
     pieces: list[Piece]
     prior: float = 0.0  # log prior from geometry; read() adds the model's log-probabilities
-    seam: float = 0.0  # ink the cut crosses, in units of H (0 for an uncut blob)
     pair: tuple[float, float, float] | None = None  # (width/H, seam, narrower piece's share) of a narrow blob's split
 
 
@@ -482,7 +481,7 @@ def _pair_options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, r: float,
             narrow = min(pa.ink.shape[1], pb.ink.shape[1]) / max(u.w, 1)
             for pc in (pa, pb):
                 pc.box = frame.to_source(pc.box)
-            out.append(Option([pa, pb], 0.0, crossed / H, (r, crossed / H, narrow)))
+            out.append(Option([pa, pb], 0.0, pair=(r, crossed / H, narrow)))
     return out
 
 
@@ -498,13 +497,13 @@ def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams)
         opts.append(Option([whole], _prior([whole], r, H, p)))
     if r < p.split_from:
         return opts
-    for path, crossed in cut_paths(m, H, k=1 if r < p.two_at else 2):
+    for path, _ in cut_paths(m, H, k=1 if r < p.two_at else 2):
         a, b = _split(m, path)
         pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
         if pa is None or pb is None:
             continue
         two = [pa, pb]
-        opts.append(Option(two, _prior(two, r, H, p), crossed / H))
+        opts.append(Option(two, _prior(two, r, H, p)))
         if r >= p.three_from and len(opts) <= 2:  # split the wider half again
             wide, mw = (a, pa) if pa.ink.shape[1] >= pb.ink.shape[1] else (b, pb)
             sub = wide[mw.box[1] - u.y0 : mw.box[3] - u.y0, mw.box[0] - u.x0 : mw.box[2] - u.x0]

@@ -58,10 +58,6 @@ class PairModel:
         t = float(self.card.get("temperature", 1.0))
         return (z[:, 1] - z[:, 0]).astype(np.float32), _softmax(z[:, 2:12] / t), _softmax(z[:, 12:22] / t)
 
-    def logit(self, crops: np.ndarray) -> np.ndarray:
-        """Just the log-odds that each crop is two touching digits."""
-        return self.predict(crops)[0]
-
 
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
