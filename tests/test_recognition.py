@@ -230,3 +230,13 @@ def test_bad_kind_is_refused(cutter):
         cutter.cut(np.zeros((10, 10), np.float32), "boxes")
     with pytest.raises(ValueError):
         cutter.recognize([np.zeros((10, 10), np.float32)], "scribble")
+
+
+@pytest.mark.parametrize("k", [2, 3, 8])
+def test_block_means_match_numpy_on_ragged_shapes(k):
+    from worker.recognition.ink import block_means
+
+    a = np.random.default_rng(k).random((37, 101), dtype=np.float32)
+    hb, wb = 37 // k, 101 // k
+    expected = a[: hb * k, : wb * k].reshape(hb, k, wb, k).mean(axis=(1, 3))
+    np.testing.assert_allclose(block_means(a, k), expected, rtol=1e-5, atol=1e-6)
