@@ -240,3 +240,28 @@ def test_block_means_match_numpy_on_ragged_shapes(k):
     hb, wb = 37 // k, 101 // k
     expected = a[: hb * k, : wb * k].reshape(hb, k, wb, k).mean(axis=(1, 3))
     np.testing.assert_allclose(block_means(a, k), expected, rtol=1e-5, atol=1e-6)
+
+
+@needs_model
+@needs_mnist
+def test_a_stray_stroke_is_dropped_when_only_that_makes_a_valid_number(pool):
+    """A bar before a French number reads as a 1, one digit too many; the phone rules drop it again.
+    With dropping turned off, the same line reads 11 digits: so it is the drop that mends it."""
+    import phonenumbers
+
+    from worker.recognition.line import LineParams
+
+    number = "0687452390"
+    assert phonenumbers.is_valid_number(phonenumbers.parse(number, "FR"))
+    rng = np.random.default_rng(5)
+    glyphs = [synth.pen_digit(pool.draw(int(d), rng), 40, rng, 0.1) for d in number]
+    ink = np.zeros((90, 60 + sum(g.shape[1] + 12 for g in glyphs)), np.float32)
+    ink[25:66, 20:24] = 1.0  # a straight stroke, 1 H tall: a stray mark, or a bracket without its partner
+    x = 40
+    for g in glyphs:
+        ink[25 : 25 + g.shape[0], x : x + g.shape[1]] = g
+        x += g.shape[1] + 12
+    strict = Recognizer(settings=SETTINGS, line_params=LineParams(drop_below=0.0))
+    assert len(strict.recognize([ink], "line", "FR")[0].digits) == 11
+    reading = Recognizer(settings=SETTINGS).recognize([ink], "line", "FR")[0]
+    assert reading.digits == number and reading.valid

@@ -43,6 +43,9 @@ def option_scores(choices, logmax: np.ndarray, pairs: bool = False, model_logits
 
     A narrow blob's split (``option.pair`` set) is left out (-inf) unless ``pairs``; then it scores as
     the whole blob plus the pair log-odds (width does not decide there, the models' doubt does).
+    A glyph read as no digit (``option.dropped``) is likewise left out unless ``pairs``; then it scores
+    as the glyph kept plus its prior: the digit model reads a stray bracket as a confident 1, so its
+    probabilities cannot say which glyph is not a digit, only the phone rules can.
     ``model_logits`` maps a choice's index to the pair model's log-odds for its whole blob.
     """
     out = []
@@ -50,7 +53,9 @@ def option_scores(choices, logmax: np.ndarray, pairs: bool = False, model_logits
         base = [o.prior + float(logmax[o.rows].sum()) for o in ch.options]
         whole = ch.options[0]
         for k, o in enumerate(ch.options):
-            if o.pair is not None:
+            if o.dropped:
+                base[k] = base[0] + o.prior if pairs else -np.inf
+            elif o.pair is not None:
                 m = (model_logits or {}).get(c)
                 base[k] = base[0] + pair_logit(o.pair, float(logmax[whole.rows].sum()), float(logmax[o.rows].sum()), m) if pairs else -np.inf
         out.append(np.array(base))

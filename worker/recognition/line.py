@@ -53,6 +53,11 @@ class LineParams:
     lone_bracket_h: float = 1.1  # a bracket with no partner still counts when it is this tall...
     lone_bracket_bulge: float = 0.1  # ...and this curved
     band: float = 0.75  # units whose centre is further than band*H outside the digit band are stray marks
+    # A lone thin or short unit read as a digit may be no digit at all: a bracket without a partner, a
+    # slanted dash, the loose bar of a broken 5. When the line's reading is no valid number, read() may
+    # drop it, at this log prior (tuned on MNIST val lines).
+    drop_below: float = 0.6  # thinner or shorter than this (in H)
+    drop_prior: float = -3.0
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Slot:
     options: list[Option]
     ratio: float = 0.0  # the blob's width over the digit height (for tuning and debugging)
     pair_split: Callable[[], list[Option]] | None = None  # a narrow blob's splits as a touching pair, cut on demand
+    drop: float | None = None  # log prior that this lone glyph is no digit (see LineParams.drop_below)
 
 
 @dataclass
@@ -571,7 +577,8 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
         if opts:
             r = u.w / H
             later = partial(_pair_options, work, m, u, H, r, frame) if len(opts) == 1 and p.pair_from <= r < p.split_from else None
-            out.slots.append(Slot(opts, r, later))
+            drop = p.drop_prior if len(opts) == 1 and later is None and min(u.w, u.h) < p.drop_below * H else None
+            out.slots.append(Slot(opts, r, later, drop))
         i += 1
     done: set[int] = set()
     for s in out.slots:

@@ -46,6 +46,7 @@ class Option:
     boxes: list[Box]
     prior: float  # log prior from geometry
     pair: tuple[float, float, float] | None = None  # a narrow blob's split: scored by choose.pair_logit instead
+    dropped: bool = False  # the glyph read as no digit (rows and boxes empty): scored as kept + prior
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Field:
     plus: bool = False  # written with a leading '+': an international number
     # narrow blobs that may be touching pairs: (glyph index, the split, cut only when read() needs it)
     pair_splits: list[tuple[int, Callable[[], list[linemod.Option]]]] = dc_field(default_factory=list)
+    # lone glyphs that may be no digit (an unpaired bracket, a loose bar): (glyph index, log prior)
+    droppable: list[tuple[int, float]] = dc_field(default_factory=list)
 
     @property
     def glyph_rows(self) -> list[int | None]:
@@ -101,7 +104,7 @@ def line_field(cut: linemod.LineCut) -> Field:
     pieces: list[linemod.Piece] = []
     boxes: list[Box] = []
     pending: list[tuple[int, linemod.Slot]] = []
-    pair_splits = []
+    pair_splits, droppable = [], []
     for slot in cut.slots:
         first = len(pieces)
         pieces.extend(slot.options[0].pieces)
@@ -110,6 +113,8 @@ def line_field(cut: linemod.LineCut) -> Field:
             pending.append((first, slot))
         if slot.pair_split is not None:
             pair_splits.append((first, slot.pair_split))
+        if slot.drop is not None:
+            droppable.append((first, slot.drop))
     choices = []
     for first, slot in pending:
         d = slot.options[0]
@@ -122,7 +127,7 @@ def line_field(cut: linemod.LineCut) -> Field:
     crops = normalize_batch([pc.ink for pc in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
     first_digit = min((b[0] for b in boxes), default=None)
     plus = any(ch == "+" and (first_digit is None or b[2] <= first_digit + 2) for ch, b in cut.separators)
-    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus, pair_splits)
+    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus, pair_splits, droppable)
 
 
 class Recognizer:
@@ -276,8 +281,11 @@ class Recognizer:
             probs = self._add_pair_readings(probs, field, choices)
         logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
         pick = choose.best(choose.option_scores(choices, logmax))
-        if not valid(pick) and self.max_choice_loss > 0 and (choices or field.pair_splits):
+        if not valid(pick) and self.max_choice_loss > 0 and (choices or field.pair_splits or field.droppable):
             probs, model_logits = self._add_pair_splits(field, probs, choices)
+            for g, prior in field.droppable:  # keep the glyph (the default) or read it as no digit
+                keep = Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)
+                choices.append(Choice(g, [keep, Option([], [], prior, dropped=True)]))
             logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0))
             scores = choose.option_scores(choices, logmax, pairs=True, model_logits=model_logits)
             pick = choose.choose(scores, valid, self.max_choice_loss) or pick  # none valid: the first reading stands
