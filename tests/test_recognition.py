@@ -9,7 +9,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from phonereader.config import Settings
 from phonereader.imageio import load_page
@@ -265,3 +265,35 @@ def test_a_stray_stroke_is_dropped_when_only_that_makes_a_valid_number(pool):
     assert len(strict.recognize([ink], "line", "FR")[0].digits) == 11
     reading = Recognizer(settings=SETTINGS).recognize([ink], "line", "FR")[0]
     assert reading.digits == number and reading.valid
+
+
+def _boxes_row(n: int, bw: int = 60, bh: int = 75) -> tuple[Image.Image, int, int]:
+    page = Image.new("L", (n * bw + 120, bh + 100), 255)
+    synth._comb(ImageDraw.Draw(page), 60, 50, n, bw, bh, 2, "boxes")
+    return page, bw, bh
+
+
+@needs_mnist
+def test_digits_touching_across_a_box_wall_offer_the_seam_as_an_alternative(cutter, pool):
+    """A 0 spilling over its wall into the 7 next door: cut straight down the wall, the 7's box gets a
+    slice of the 0. The cut also offers the two boxes parted along the seam between the digits; apart,
+    the same digits give one plain reading."""
+    rng = np.random.default_rng(4)
+    zero, seven = (synth.pen_digit(pool.draw(d, rng), 55, rng, 0.12) for d in (0, 7))
+
+    def page(overlap: bool) -> np.ndarray:
+        img, bw, bh = _boxes_row(5)
+        ink = np.zeros((img.height, img.width), np.float32)
+        x0 = 60 + bw + (bw - zero.shape[1]) // 2 + (18 if overlap else 0)  # box 2, pushed into box 3
+        x1 = 60 + 2 * bw + (bw - seven.shape[1]) // 2
+        for g, x in ((zero, x0), (seven, x1)):
+            ink[60 : 60 + g.shape[0], x : x + g.shape[1]] = np.maximum(ink[60 : 60 + g.shape[0], x : x + g.shape[1]], g)
+        return np.maximum(1.0 - np.asarray(img, np.float32) / 255.0, ink)
+
+    touching = cutter.cut(page(True), "form")[0]
+    assert touching.kind == "form" and touching.empty == [True, False, False, True, True]
+    assert [(c.first, len(c.options)) for c in touching.choices] == [(1, 2)]
+    seam = touching.choices[0].options[1]
+    assert len(seam.rows) == 2 and not np.array_equal(touching.crops[seam.rows], touching.crops[touching.choices[0].options[0].rows])
+    apart = cutter.cut(page(False), "form")[0]
+    assert apart.empty == [True, False, False, True, True] and apart.choices == []

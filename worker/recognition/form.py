@@ -16,6 +16,7 @@ import numpy as np
 
 from worker.recognition import ink as inkmod
 from worker.recognition.glyphs import Frame, components
+from worker.recognition.line import cut_paths
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class FormField:
     cells: list[tuple[int, int, int, int]] = field(default_factory=list)
     crops: list[np.ndarray | None] = field(default_factory=list)
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
+    # digits touching across a wall, parted along the seam instead of the wall: (first cell, their
+    # crops, their boxes) for a run of cells; read() lets the model choose between the two partings
+    alternatives: list[tuple[int, list[np.ndarray], list[tuple[int, int, int, int]]]] = field(default_factory=list)
 
 
 def page_skew(mask: np.ndarray, max_deg: float) -> float:
@@ -287,12 +291,17 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
             boxes.append((int(round(a)), top, int(round(b)), bottom))
     crops: list[np.ndarray | None] = [None] * len(boxes)
     if not comps.n:
-        return boxes, crops
+        return boxes, crops, []
     walls = np.array(sorted({b[0] for b in boxes} | {b[2] for b in boxes}), np.float64) - rx0
     lefts = np.array([b[0] for b in boxes], np.float64) - rx0
     rights = np.array([b[2] for b in boxes], np.float64) - rx0
     big = np.maximum(comps.h, comps.w) >= p.speck * cell_h
-    members: list[list[tuple[int, int, int]]] = [[] for _ in boxes]  # (component, first col, end col)
+    # (component, left, right): the part of the component between two partings, each an absolute
+    # column per row of the component's box (None: the component's own edge). Blobs that span a wall
+    # are parted twice: straight down the wall (members) and along the seam near it (seamed).
+    members: list[list[tuple[int, np.ndarray | None, np.ndarray | None]]] = [[] for _ in boxes]
+    seamed = [list(m) for m in members]
+    touched: set[int] = set()  # cells that hold part of a parted blob
     for k in np.flatnonzero(big):
         k = int(k)
         cyk = comps.cy[k] + ry0
@@ -300,37 +309,92 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
             continue
         # a digit spilling over a wall stays whole, with the box that holds most of it; only a blob
         # with plenty of ink on both sides of a wall, and wider than a box, is two digits touching
-        x0k, x1k = int(comps.x0[k]), int(comps.x1[k])
-        cols = (comps.labels[int(comps.y0[k]) : int(comps.y1[k]), x0k:x1k] == k + 1).sum(0)
+        x0k, x1k, y0k, y1k = int(comps.x0[k]), int(comps.x1[k]), int(comps.y0[k]), int(comps.y1[k])
+        blob = comps.labels[y0k:y1k, x0k:x1k] == k + 1
+        cols = blob.sum(0)
         total = float(cols.sum())
         cuts = []
         if x1k - x0k > 1.2 * pitch:
             cuts = [w for w in walls if x0k < w < x1k and 0.3 * total <= cols[: int(round(w)) - x0k].sum() <= 0.7 * total]
-        edges = [x0k] + [int(round(w)) for w in cuts] + [x1k]
-        for a, b in zip(edges[:-1], edges[1:]):
-            part = cols[a - x0k : b - x0k]
-            mid = a + float((part * np.arange(len(part))).sum() / max(part.sum(), 1))  # centre of the ink
-            inside = np.flatnonzero((lefts <= mid) & (mid < rights))
-            if inside.size:
-                members[int(inside[0])].append((k, a, b))
-            else:
-                near = int(np.argmin(np.abs((lefts + rights) / 2 - mid)))
-                if abs((lefts[near] + rights[near]) / 2 - mid) < 0.6 * pitch:
-                    members[near].append((k, a, b))
+        if not cuts:
+            i = _owner(blob, x0k, None, None, lefts, rights, pitch)
+            if i is not None:
+                members[i].append((k, None, None))
+                seamed[i].append((k, None, None))
+            continue
+        straight = [np.full(y1k - y0k, int(round(w))) for w in cuts]
+        seams = [_seam(blob, w - x0k, pitch) + x0k for w in cuts]
+        for target, lines in ((members, straight), (seamed, seams)):
+            edges = [None, *lines, None]
+            for left, right in zip(edges[:-1], edges[1:]):
+                i = _owner(blob, x0k, left, right, lefts, rights, pitch)
+                if i is not None:
+                    target[i].append((k, left, right))
+                    touched.add(i)
+    alternatives, run = [], []
+    for i in range(len(boxes) + 1):  # runs of neighbouring cells whose crops the seams change
+        if i in touched:
+            run.append(i)
+            continue
+        if run:
+            alt = [_crop(comps, seamed[j], clean, cell_h, p) for j in run]
+            if all(a is not None for a in alt):
+                alternatives.append((run[0], [a[0] for a in alt], [_shift(a[1], rx0, ry0) for a in alt]))
+            run = []
     for i, ms in enumerate(members):
-        if not ms:
-            continue
-        mask = np.zeros(comps.labels.shape, bool)
-        for k, a, b in ms:
-            ys = slice(int(comps.y0[k]), int(comps.y1[k]))
-            mask[ys, a:b] |= comps.labels[ys, a:b] == k + 1
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        if max(x1 - x0, y1 - y0) < p.min_extent * cell_h:
-            continue
-        crops[i] = np.where(mask[y0:y1, x0:x1], clean[y0:y1, x0:x1], 0.0).astype(np.float32)
-        boxes[i] = (x0 + rx0, y0 + ry0, x1 + rx0, y1 + ry0)  # the digit's own box, where there is one
-    return boxes, crops
+        got = _crop(comps, ms, clean, cell_h, p)
+        if got is not None:
+            crops[i], boxes[i] = got[0], _shift(got[1], rx0, ry0)  # the digit's own box, where there is one
+    return boxes, crops, alternatives
+
+
+def _shift(box, dx: int, dy: int) -> tuple[int, int, int, int]:
+    return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
+
+
+def _owner(blob, x0k: int, left, right, lefts, rights, pitch: float) -> int | None:
+    """The box that holds the centre of a blob's ink between two partings (None: no box near it)."""
+    xs = np.arange(x0k, x0k + blob.shape[1])[None, :]
+    part = blob & (True if left is None else xs >= left[:, None]) & (True if right is None else xs < right[:, None])
+    pc = part.sum(0)
+    mid = x0k + float((pc * np.arange(len(pc))).sum() / max(pc.sum(), 1))  # centre of the ink
+    inside = np.flatnonzero((lefts <= mid) & (mid < rights))
+    if inside.size:
+        return int(inside[0])
+    near = int(np.argmin(np.abs((lefts + rights) / 2 - mid)))
+    return near if abs((lefts[near] + rights[near]) / 2 - mid) < 0.6 * pitch else None
+
+
+def _crop(comps, ms, clean: np.ndarray, cell_h: float, p: FormParams):
+    """(crop, box in sub coordinates) of a cell's members, or None when nothing digit-sized is there."""
+    if not ms:
+        return None
+    mask = np.zeros(comps.labels.shape, bool)
+    for k, left, right in ms:
+        ys, xs = slice(int(comps.y0[k]), int(comps.y1[k])), slice(int(comps.x0[k]), int(comps.x1[k]))
+        part = comps.labels[ys, xs] == k + 1
+        cols = np.arange(xs.start, xs.stop)[None, :]
+        if left is not None:
+            part &= cols >= left[:, None]
+        if right is not None:
+            part &= cols < right[:, None]
+        mask[ys, xs] |= part
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    if max(x1 - x0, y1 - y0) < p.min_extent * cell_h:
+        return None
+    return np.where(mask[y0:y1, x0:x1], clean[y0:y1, x0:x1], 0.0).astype(np.float32), (x0, y0, x1, y1)
+
+
+def _seam(blob: np.ndarray, wall: float, pitch: float) -> np.ndarray:
+    """Where to part two digits that touch across a box wall: the top-to-bottom path crossing the least
+    ink near the wall (the wall itself is wiped where it is alone). Cutting straight down the wall
+    would hand a 0's spilled side to the 7 next door. Columns relative to ``blob``, one per row."""
+    h, w = blob.shape
+    half = max(2, int(round(0.3 * pitch)))
+    a, b = max(0, int(round(wall)) - half), min(w, int(round(wall)) + half + 1)
+    paths = cut_paths(blob[:, a:b], float(b - a), k=1, margin=0.0) if b - a >= 5 else []
+    return paths[0][0] + a if paths else np.full(h, int(round(wall)))
 
 
 def find_combs(work: np.ndarray, p: FormParams = FormParams()) -> list[list[Comb]]:
@@ -408,10 +472,11 @@ def cut_form(ink: np.ndarray, p: FormParams = FormParams(), prepared=None) -> li
     work, frame = prepared if prepared is not None else prepare(ink, p)
     out = []
     for combs in find_combs(work, p):
-        boxes, crops = _cells(work, combs, p)
+        boxes, crops, alternatives = _cells(work, combs, p)
         x0 = int(min(c.ticks[0] for c in combs))
         x1 = int(max(c.ticks[-1] for c in combs))
         y0 = min(c.top for c in combs)
         y1 = max(c.bottom for c in combs)
-        out.append(FormField([frame.to_source(b) for b in boxes], crops, frame.to_source((x0, y0, x1, y1))))
+        alternatives = [(first, alt, [frame.to_source(b) for b in bxs]) for first, alt, bxs in alternatives]
+        out.append(FormField([frame.to_source(b) for b in boxes], crops, frame.to_source((x0, y0, x1, y1)), alternatives))
     return out

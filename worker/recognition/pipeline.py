@@ -175,8 +175,17 @@ class Recognizer:
         out = []
         for ff in formmod.cut_form(ink, self.form_params):
             crops = [c for c in ff.crops if c is not None]
+            row = np.cumsum([c is not None for c in ff.crops]) - 1  # each cell's row in crops
+            choices = []
+            for first, alt, boxes in ff.alternatives:  # the wall or the seam: the model's confidence picks
+                cells = range(first, first + len(alt))
+                if any(ff.crops[c] is None for c in cells):
+                    continue
+                default = Option([int(row[c]) for c in cells], [ff.cells[c] for c in cells], 0.0)
+                choices.append(Choice(first, [default, Option(list(range(len(crops), len(crops) + len(alt))), boxes, 0.0)]))
+                crops.extend(alt)
             norm = normalize_batch(crops) if crops else np.zeros((0, 28, 28), np.float32)
-            out.append(Field("form", norm, list(ff.cells), [c is None for c in ff.crops], box=ff.box))
+            out.append(Field("form", norm, list(ff.cells), [c is None for c in ff.crops], choices=choices, box=ff.box))
         return out
 
     def cut_boxes(self, inks: list[np.ndarray]) -> Field:
