@@ -297,3 +297,32 @@ def test_digits_touching_across_a_box_wall_offer_the_seam_as_an_alternative(cutt
     assert len(seam.rows) == 2 and not np.array_equal(touching.crops[seam.rows], touching.crops[touching.choices[0].options[0].rows])
     apart = cutter.cut(page(False), "form")[0]
     assert apart.empty == [True, False, False, True, True] and apart.choices == []
+
+
+@needs_mnist
+def test_a_straight_closing_bracket_is_found_by_its_partner(cutter, pool):
+    """'(448)' with the ')' drawn as a plain stroke: alone it is a 1, but the '(' needs a partner, and
+    the stroke closes the group. After a space the stroke is no partner, and a lone bracket is kept
+    as a glyph (the phone rules may drop it later)."""
+    rng = np.random.default_rng(2)
+    height = 40
+    paren = synth.separator_ink("(", height, 4.0)
+    digits = [synth.pen_digit(pool.draw(d, rng), height, rng, 0.1) for d in (4, 4, 8)]
+    bar = np.zeros((height, 5), np.float32)
+    bar[:, 1:4] = 1.0
+
+    def line(space: int) -> np.ndarray:
+        ink = np.zeros((100, 400), np.float32)
+        x = 20
+        for g in [paren, *digits]:
+            y = 30 + (height - g.shape[0]) // 2
+            ink[y : y + g.shape[0], x : x + g.shape[1]] = g
+            x += g.shape[1] + 8
+        x += space
+        ink[30 : 30 + height, x : x + 5] = bar
+        return ink
+
+    hugged = cutter.cut(line(0), "line")[0]
+    assert [c for c, _ in hugged.separators] == ["(", ")"] and len(hugged.boxes) == 3
+    spaced = cutter.cut(line(40), "line")[0]  # "(448 1": no partner, so both stay glyphs
+    assert spaced.separators == [] and len(spaced.boxes) == 5

@@ -58,6 +58,7 @@ class LineParams:
     # drop it, at this log prior (tuned on MNIST val lines).
     drop_below: float = 0.6  # thinner or shorter than this (in H)
     drop_prior: float = -3.0
+    space_gap: float = 0.6  # a gap this wide (in H) between digits is a space: it ends a group
 
 
 @dataclass
@@ -349,6 +350,39 @@ def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str
     return out
 
 
+def _find_partners(kinds: list[str | None], units: list["_Unit"], masks: list[np.ndarray], H: float, p: LineParams) -> list[str | None]:
+    """A bracket whose partner the shape test missed: a straight ')' is just a tall stroke, and the
+    digit model reads it as a confident 1. Brackets hug a group of digits with no space inside, so look
+    from the lone bracket across its group (up to a wide gap or a separator) for the farthest tall thin
+    stroke at least two digits away, and make that the partner."""
+    out = list(kinds)
+    for i, k in enumerate(kinds):
+        if k not in ("(", ")") or _has_partner(out, i):
+            continue
+        step = 1 if k == "(" else -1
+        digits, best, j = 0, None, i + step
+        while 0 <= j < len(units) and out[j] is None:
+            a, b = (units[j - step], units[j]) if step == 1 else (units[j], units[j - step])
+            if j != i + step and b.x0 - a.x1 >= p.space_gap * H:  # a space: the group has ended
+                break
+            u = units[j]
+            if digits >= 2 and u.h >= p.paren_h * H and u.w < p.drop_below * H and not _encloses_paper(masks[j]):
+                best = j
+            digits += 1
+            j += step
+        if best is not None:
+            out[best] = ")" if k == "(" else "("
+    return out
+
+
+def _has_partner(kinds: list[str | None], i: int) -> bool:
+    step, want = (1, ")") if kinds[i] == "(" else (-1, "(")
+    j = i + step
+    while 0 <= j < len(kinds) and kinds[j] in (None, "-", "."):
+        j += step
+    return 0 <= j < len(kinds) and kinds[j] == want
+
+
 def _is_cross(m: np.ndarray) -> bool:
     """A plus sign: two bars crossing near the middle, each spanning the glyph, and nothing in the
     four corners (a 4 or a 7 always puts a stroke in one). Tolerates bars tilted by ~20 degrees."""
@@ -551,7 +585,7 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
     for u, m in zip(units, masks):
         kinds.append(classify_separator(m, H, first=not kinds, p=p))
     strong = [u.h >= p.lone_bracket_h * H and abs(_bulge(m)) >= p.lone_bracket_bulge * H for u, m in zip(units, masks)]
-    kinds = _pair_brackets(kinds, strong)
+    kinds = _pair_brackets(_find_partners(kinds, units, masks, H, p), strong)
     i = 0
     while i < len(units):
         u, m = units[i], masks[i]
