@@ -8,8 +8,9 @@ batch, run ``predict_proba`` once, split the rows back and ``read`` each field::
     offsets = np.cumsum([0] + [len(f.crops) for f in fields])
     readings = [rec.read(f, probs[a:b], region) for f, a, b in zip(fields, offsets, offsets[1:])]
 
-Ambiguous blobs in a line (a wide 0 or two touching digits?) carry their alternative cuts as extra
-rows of ``Field.crops``; ``read`` lets the model's probabilities choose between them. So a field's
+Ambiguous blobs in a line (a wide 0 or two touching digits?), and digits touching across a form's box
+wall (part them at the wall or along the seam?), carry their alternative cuts as extra rows of
+``Field.crops``; ``read`` lets the model's probabilities choose between them. So a field's
 crops may outnumber its glyphs, and the worker must always pass ``len(field.crops)`` rows back.
 
 Narrow blobs (0.7-1.1 digit heights) are one digit in the batch. A narrow touching pair ("17", a 1
