@@ -263,7 +263,8 @@ def _wipe_rules(sub: np.ndarray, rules: list[tuple[bool, int, int, int, int]]) -
 
 
 def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
-    """Crops (or None) and working-coordinate boxes for every box of one field."""
+    """Crops (or None) and working-coordinate boxes for every box of one field, and the seam-parted
+    alternatives for runs of boxes that share a blob (see FormField.alternatives)."""
     ticks = [c.ticks for c in combs]
     top = min(c.top for c in combs)
     bottom = max(c.bottom for c in combs)
