@@ -301,7 +301,7 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
     # column per row of the component's box (None: the component's own edge). Blobs that span a wall
     # are parted twice: straight down the wall (members) and along the seam near it (seamed).
     members: list[list[tuple[int, np.ndarray | None, np.ndarray | None]]] = [[] for _ in boxes]
-    seamed = [list(m) for m in members]
+    seamed: list[list[tuple[int, np.ndarray | None, np.ndarray | None]]] = [[] for _ in boxes]
     touched: set[int] = set()  # cells that hold part of a parted blob
     for k in np.flatnonzero(big):
         k = int(k)
@@ -353,11 +353,20 @@ def _shift(box, dx: int, dy: int) -> tuple[int, int, int, int]:
     return box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy
 
 
+def _between(blob: np.ndarray, x0k: int, left: np.ndarray | None, right: np.ndarray | None) -> np.ndarray:
+    """The blob's pixels between two partings (absolute columns per row; None: the blob's own edge)."""
+    xs = np.arange(x0k, x0k + blob.shape[1])[None, :]
+    part = blob.copy()
+    if left is not None:
+        part &= xs >= left[:, None]
+    if right is not None:
+        part &= xs < right[:, None]
+    return part
+
+
 def _owner(blob, x0k: int, left, right, lefts, rights, pitch: float) -> int | None:
     """The box that holds the centre of a blob's ink between two partings (None: no box near it)."""
-    xs = np.arange(x0k, x0k + blob.shape[1])[None, :]
-    part = blob & (True if left is None else xs >= left[:, None]) & (True if right is None else xs < right[:, None])
-    pc = part.sum(0)
+    pc = _between(blob, x0k, left, right).sum(0)
     mid = x0k + float((pc * np.arange(len(pc))).sum() / max(pc.sum(), 1))  # centre of the ink
     inside = np.flatnonzero((lefts <= mid) & (mid < rights))
     if inside.size:
@@ -373,13 +382,7 @@ def _crop(comps, ms, clean: np.ndarray, cell_h: float, p: FormParams):
     mask = np.zeros(comps.labels.shape, bool)
     for k, left, right in ms:
         ys, xs = slice(int(comps.y0[k]), int(comps.y1[k])), slice(int(comps.x0[k]), int(comps.x1[k]))
-        part = comps.labels[ys, xs] == k + 1
-        cols = np.arange(xs.start, xs.stop)[None, :]
-        if left is not None:
-            part &= cols >= left[:, None]
-        if right is not None:
-            part &= cols < right[:, None]
-        mask[ys, xs] |= part
+        mask[ys, xs] |= _between(comps.labels[ys, xs] == k + 1, xs.start, left, right)
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
     if max(x1 - x0, y1 - y0) < p.min_extent * cell_h:

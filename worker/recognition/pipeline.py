@@ -100,6 +100,11 @@ def _union(boxes: list[Box]) -> Box | None:
     return int(a[:, 0].min()), int(a[:, 1].min()), int(a[:, 2].max()), int(a[:, 3].max())
 
 
+def _whole(field: Field, g: int) -> Option:
+    """Glyph ``g`` read as it was cut: the default option of a second-look Choice."""
+    return Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)
+
+
 def line_field(cut: linemod.LineCut) -> Field:
     """Default glyphs first, alternatives after; all crops normalised in one call."""
     pieces: list[linemod.Piece] = []
@@ -287,17 +292,17 @@ class Recognizer:
             fixes[pick] = phone.correct(p, region, field.plus, max_tries=phone.MAX_TRIES if not fixes else 200)
             return fixes[pick] is not None and choose.well_formed("".join(map(str, fixes[pick])), region, field.plus)
 
+        def logmax(probs: np.ndarray) -> np.ndarray:
+            return np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
+
         if self.pair_readings:
             probs = self._add_pair_readings(probs, field, choices)
-        logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
-        pick = choose.best(choose.option_scores(choices, logmax))
+        pick = choose.best(choose.option_scores(choices, logmax(probs)))
         if not valid(pick) and self.max_choice_loss > 0 and (choices or field.pair_splits or field.droppable):
             probs, model_logits = self._add_pair_splits(field, probs, choices)
             for g, prior in field.droppable:  # keep the glyph (the default) or read it as no digit
-                keep = Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)
-                choices.append(Choice(g, [keep, Option([], [], prior, dropped=True)]))
-            logmax = np.log(np.clip(probs.max(axis=1), 1e-9, 1.0))
-            scores = choose.option_scores(choices, logmax, pairs=True, model_logits=model_logits)
+                choices.append(Choice(g, [_whole(field, g), Option([], [], prior, dropped=True)]))
+            scores = choose.option_scores(choices, logmax(probs), pairs=True, model_logits=model_logits)
             pick = choose.choose(scores, valid, self.max_choice_loss) or pick  # none valid: the first reading stands
         glyphs = glyphs_for(pick)
         if pick not in fixes:
@@ -320,14 +325,13 @@ class Recognizer:
             z, left, right = self.pair_model.predict(field.crops[[field.glyph_rows[g] for g, _ in splits]])
             logits = {}
             for i, (g, opts) in enumerate(splits):
-                whole = Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)
                 r = len(probs) + 2 * i
                 logits[len(choices)] = float(z[i])
-                choices.append(Choice(g, [whole, Option([r, r + 1], [pc.box for pc in opts[0].pieces], 0.0, opts[0].pair)]))
+                choices.append(Choice(g, [_whole(field, g), Option([r, r + 1], [pc.box for pc in opts[0].pieces], 0.0, opts[0].pair)]))
             return np.concatenate([probs, np.stack([left, right], 1).reshape(-1, 10)]), logits
         crops, row = [], len(probs)
         for g, opts in splits:
-            options = [Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)]  # whole first: the default
+            options = [_whole(field, g)]  # whole first: the default
             for o in opts:
                 options.append(Option(list(range(row, row + len(o.pieces))), [pc.box for pc in o.pieces], 0.0, o.pair))
                 row += len(o.pieces)
