@@ -113,9 +113,13 @@ def load_card(path: Path | str) -> ModelCard:
 
 def model_file(card_path: Path | str, card: ModelCard, kind: str) -> Path:
     """Path of the card's ``weights`` or ``onnx`` file, checked to exist and to match its recorded sha256."""
+    return checked_file(card_path, getattr(card.files, kind), getattr(card.files, f"{kind}_sha256"), kind)
+
+
+def checked_file(card_path: Path | str, name: str | None, expected: str | None, kind: str) -> Path:
+    """The file ``name`` beside the card, checked to exist and to match ``expected`` (its sha256, when the
+    card records one). Any card format: the digit model's and the touching-pair model's."""
     card_path = Path(card_path)
-    name = getattr(card.files, kind)
-    expected = getattr(card.files, f"{kind}_sha256")
     if not name:
         raise ModelFileError(f"{card_path}: the card names no {kind} file")
     path = card_path.parent / name

@@ -77,24 +77,32 @@ class DigitModel:
 
     def predict_proba(self, digits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities softmax(logits / T), (N,10) float32; rows sum to 1."""
-        z = self.logits(digits) / self.card.temperature
-        z = z - z.max(axis=1, keepdims=True)
-        e = np.exp(z)
-        return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return softmax(self.logits(digits) / self.card.temperature)
 
 
-def _onnx_runner(card_path: Path, card: ModelCard, threads: int | None):
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of (N, C) logits, float32."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def onnx_session(path: Path, threads: int | None):
+    """An ONNX Runtime CPU session; a file it cannot load is a ModelFileError naming the file."""
     import onnxruntime as ort
 
-    path = model_file(card_path, card, "onnx")
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = threads
     try:
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types; all mean "bad file"
         raise ModelFileError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+
+
+def _onnx_runner(card_path: Path, card: ModelCard, threads: int | None):
+    path = model_file(card_path, card, "onnx")
+    sess = onnx_session(path, threads)
     inputs, outputs = sess.get_inputs(), sess.get_outputs()
     if len(inputs) != 1 or list(inputs[0].shape[1:]) != [1, 28, 28] or list(outputs[0].shape[1:]) != [10]:
         raise ModelFileError(

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from phonereader.modelcard import ModelFileError, read_card_json, sha256
+from phonereader.modelcard import checked_file, read_card_json
+from worker.engine import onnx_session, softmax
 
 FORMAT = "phonereader-pair-model/1"
 
@@ -32,19 +33,9 @@ class PairModel:
     @classmethod
     def load(cls, card_path: Path | str, threads: int | None = 1) -> PairModel:
         """One intra-op thread by default: its batches are a handful of crops, where threads only cost."""
-        import onnxruntime as ort
-
-        card_path = Path(card_path)
         card = read_card_json(card_path, FORMAT)
-        path = card_path.parent / card["files"]["onnx"]
-        if not path.is_file():
-            raise ModelFileError(f"{path}: ONNX file named by {card_path} not found")
-        if sha256(path) != card["files"]["onnx_sha256"]:
-            raise ModelFileError(f"{path}: sha256 does not match {card_path}")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        files = card["files"]
+        sess = onnx_session(checked_file(card_path, files["onnx"], files["onnx_sha256"], "onnx"), threads)
         name = sess.get_inputs()[0].name
         return cls(card, lambda x: sess.run(None, {name: x})[0])
 
@@ -56,9 +47,4 @@ class PairModel:
             return np.zeros(0, np.float32), np.zeros((0, 10), np.float32), np.zeros((0, 10), np.float32)
         z = self._run(np.ascontiguousarray((x[:, None] - self.mean) / self.std, dtype=np.float32))
         t = float(self.card.get("temperature", 1.0))
-        return (z[:, 1] - z[:, 0]).astype(np.float32), _softmax(z[:, 2:12] / t), _softmax(z[:, 12:22] / t)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return (z[:, 1] - z[:, 0]).astype(np.float32), softmax(z[:, 2:12] / t), softmax(z[:, 12:22] / t)
