@@ -119,6 +119,20 @@ def test_a_valid_reading_is_not_second_guessed():
     assert stub.calls == 0, "no extra cutting or model call for a valid reading"
 
 
+def test_a_british_number_read_without_its_trunk_0_looks_for_the_0_in_a_touching_pair():
+    """07911 123456 whose "07" touches reads 7911123456: valid, but not as a British number is written."""
+    digits = "7911123456"
+    boxes = [(20 * i, 0, 20 * i + 15, 20) for i in range(len(digits))]
+    probs = _probs([(int(d), 0.99) for d in digits])
+    probs[0] = _probs([(7, 0.8)])[0]
+    splits = [(0, lambda: [linemod.Option([_piece(0, 6), _piece(6, 15)], 0.0, pair=(0.95, 0.1, 0.4))])]
+    field = Field("line", np.zeros((len(digits), 28, 28), np.float32), boxes, [False] * len(digits), pair_splits=splits)
+    stub = Stub(_probs([(0, 0.97), (7, 0.97)]))
+    r = _rec(stub).read(field, probs, "GB")
+    assert r.digits == "07911123456" and r.valid and stub.calls == 1
+    assert _rec(stub, max_loss=0.0).read(field, probs, "GB").digits == "7911123456", "no split near enough: the reading stands"
+
+
 # --- the cutter ----------------------------------------------------------------------------------
 
 
@@ -212,6 +226,9 @@ def test_pair_model_files_are_checked(tmp_path):
         ("12125550142", "US", False, True),
         ("112125550142", "US", False, False),  # phonenumbers calls this valid; a person never writes it
         ("07911123456", "GB", False, True),
+        ("7911123456", "GB", False, False),  # valid, but a British number is written with its trunk 0
+        ("612345678", "FR", False, False),
+        ("0612345678", "FR", False, True),
         ("447911123456", "GB", True, True),
         ("4407911123456", "GB", True, False),
     ],
