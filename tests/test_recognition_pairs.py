@@ -268,3 +268,30 @@ def test_a_wide_blob_is_read_whole_by_the_pair_model_when_its_seam_is_poor():
     assert r.digits_detail[7].confidence == pytest.approx(0.95, abs=1e-3)
     rec.pair_readings = False
     assert rec.read(field, probs, "US").raw_digits != "2125550142"
+
+
+def test_a_blob_too_wide_for_one_digit_is_still_read_whole_by_the_pair_model():
+    """The same number with "14" a blob too wide to be one digit: split by default (rows 7, 8 read as
+    junk), its whole crop (row 10) kept only for the pair model, whose "14" wins."""
+    digits = "21255504" + "2"
+    boxes = [(20 * i, 0, 20 * i + 15, 20) for i in range(9)]
+    probs = np.concatenate([_probs([(int(d), 0.99) for d in digits[:7]]), _probs([(7, 0.4), (9, 0.4), (2, 0.99), (1, 0.5)])])
+    seam = Option([7, 8], [(140, 0, 147, 20), (147, 0, 158, 20)], 2.0)
+    field = Field("line", np.zeros((11, 28, 28), np.float32), boxes[:7] + seam.boxes + [boxes[8]], [False] * 10,
+                  choices=[Choice(7, [seam, Option([10], [(140, 0, 158, 20)], -np.inf)])])
+    rec = Recognizer(model=object(), settings=SETTINGS, pair_model=StubPairs((1, 4)))
+    assert rec.read(field, probs, "US").digits == "2125550142"
+    rec.pair_readings = False
+    assert rec.read(field, probs, "US").raw_digits == "2125550792"
+
+
+def test_a_blob_too_wide_for_one_digit_keeps_its_whole_crop_for_the_pair_model():
+    H = 30
+    m = np.zeros((H, 51), bool)  # two 0s side by side, joined at mid-height: 1.7 H wide
+    m[5:25, 2:22] = m[5:25, 29:49] = True
+    m[8:22, 6:18] = m[8:22, 33:45] = False
+    m[14:16, 22:29] = True
+    u = linemod._Unit([0], 0, 0, m.shape[1], m.shape[0])
+    opts = linemod._options(m.astype(np.float32), m, u, float(H), linemod.LineParams())
+    assert len(opts[0].pieces) == 2 and np.isfinite(opts[0].prior)
+    assert [len(o.pieces) for o in opts if o.prior == -np.inf] == [1]

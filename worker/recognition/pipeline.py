@@ -340,14 +340,16 @@ class Recognizer:
         return np.concatenate([probs, self.model.predict_proba(normalize_batch(crops))]), None
 
     def _add_pair_readings(self, probs: np.ndarray, field: Field, choices: list[Choice]) -> np.ndarray:
-        """Wide blobs offered whole or split at a seam also get the pair model's reading of their two
-        digits, scored like the seam split (same width prior) with the heads' probabilities: where one
-        digit is tucked into the other no seam separates them, and the whole-blob reading is right.
+        """Wide blobs offered whole or split at a seam (or too wide for one digit, their whole crop kept
+        for this) also get the pair model's reading of their two digits, scored like the seam split
+        (same width prior) with the heads' probabilities: where one digit is tucked into the other no
+        seam separates them, and the whole-blob reading is right.
         Replaces those Choices in ``choices`` and returns ``probs`` with the heads' rows appended."""
-        wide = [c for c, ch in enumerate(choices) if len(ch.options[0].rows) == 1 and any(len(o.rows) == 2 for o in ch.options)]
+        wide = [c for c, ch in enumerate(choices) if any(len(o.rows) == 1 for o in ch.options) and any(len(o.rows) == 2 for o in ch.options)]
         if not wide or self.pair_model is None:
             return probs
-        _, left, right = self.pair_model.predict(field.crops[[choices[c].options[0].rows[0] for c in wide]])
+        whole = [next(o.rows[0] for o in choices[c].options if len(o.rows) == 1) for c in wide]
+        _, left, right = self.pair_model.predict(field.crops[whole])
         for i, c in enumerate(wide):
             ch = choices[c]
             seam = next(o for o in ch.options if len(o.rows) == 2)
