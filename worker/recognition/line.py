@@ -555,7 +555,7 @@ def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams)
                     opts.append(Option(three, _prior(three, r, H, p)))
     if not opts:
         opts.append(Option([whole], _prior([whole], r, H, p)))
-    elif r >= p.whole_below and r < p.three_from:
+    elif r >= p.whole_below:
         # too wide for one digit, but the pair model reads two touching digits from the whole blob
         # better than the digit model reads them from the pieces of a poor seam (pipeline.py)
         opts.append(Option([whole], -np.inf))
