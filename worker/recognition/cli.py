@@ -208,8 +208,8 @@ def _evaluate(kind: str, rec, pool, n: int, seed: int, settings) -> dict:
 
 def train_pairs(
     out: Path = typer.Option(None, "--out", help="Folder for pairs.safetensors/.onnx/.json (default: beside the digit model)."),
-    n: int = typer.Option(60_000, "--n", help="Training blobs (half touching pairs) from MNIST train digits."),
-    epochs: int = typer.Option(6, "--epochs"),
+    n: int = typer.Option(150_000, "--n", help="Training blobs (half touching pairs) from MNIST train digits."),
+    epochs: int = typer.Option(10, "--epochs"),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
     workers: int = typer.Option(1, "--workers", help="Processes drawing the blobs (the data does not depend on it)."),
