@@ -123,4 +123,6 @@ def test_kept_crops_are_the_ones_each_digit_was_read_from(mnist_dir):
                 model_input, _ = unpack(records[name])
                 probs = model.predict_proba(model_input[None].astype(np.float32) / 255)[0]
                 assert str(int(probs.argmax())) == digits[pos]["alternatives"][0]["digit"], name
-    assert total > 300 and kept >= 0.9 * total, (kept, total)  # the rest: pair-model reads of touching digits
+    # the rest: digits the pair model read from a whole touching blob (no crop of their own); at touch_p 0.3,
+    # five times the evaluation's rate, that is about one digit in six (70 of 405 with seed 3)
+    assert total > 300 and kept >= 0.75 * total, (kept, total)
