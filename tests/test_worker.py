@@ -239,6 +239,17 @@ def test_a_redelivered_task_does_not_count_twice(stack):
     assert again["items"] == first["items"]
 
 
+def test_a_message_the_broker_redelivers_counts_its_units_even_if_never_begun(stack):
+    """A worker killed while holding prefetched tasks never began them; the broker flags them redelivered."""
+    client, reader, queue, _ = stack
+    job = submit(client, [("a.png", stripes_png("12")), ("b.png", stripes_png("34"))])
+    reader.metrics.take()
+    (job_id, units), = queue.sent
+    reader.run(job_id, units, redelivered=True)
+    assert reader.metrics.take().get("units_redelivered") == len(units) == 2
+    assert client.get(f"/api/jobs/{job}").json()["progress"] == {"done": 2, "total": 2}
+
+
 def test_boxes_are_one_number_and_a_form_gives_one_item_per_field(stack):
     client, reader, queue, _ = stack
     boxes = submit(client, [("1.png", stripes_png("4")), ("2.png", stripes_png("2"))], kind="boxes")

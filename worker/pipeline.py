@@ -96,15 +96,16 @@ class Reader:
 
     # --- the task body ---------------------------------------------------------------------------
 
-    def run(self, job_id: str, units: list[int], count_delivery: bool = True) -> None:
+    def run(self, job_id: str, units: list[int], count_delivery: bool = True, redelivered: bool = False) -> None:
         """The task body: read these units of one job and store their results. Idempotent: units already
         stored are skipped, so a redelivered task only does what is left. ``count_delivery`` is False
-        when the task re-runs after a Redis outage (same delivery, not a crash)."""
+        when the task re-runs after a Redis outage (same delivery, not a crash). ``redelivered``: the
+        broker says this message came back (its worker died holding it, perhaps before it began)."""
         job, done = self.store.job_and_done(job_id, units)
         if job is None:  # deleted (or expired) while queued: nothing to do
             log.info("job %s is gone; dropping units %s", job_id, units)
             return
-        works = self.claim(job, units, count_delivery, done)
+        works = self.claim(job, units, count_delivery, done, redelivered)
         for w in works:
             if w.result is None:
                 with self.alone(w, "crops"):
@@ -118,7 +119,7 @@ class Reader:
         for w in works:
             self.result(job, w)
 
-    def claim(self, job: JobInfo, units: list[int], count_delivery: bool, done: set[int]) -> list[Work]:
+    def claim(self, job: JobInfo, units: list[int], count_delivery: bool, done: set[int], redelivered: bool = False) -> list[Work]:
         """The units still to do (not in ``done``, those already stored), each with its delivery counted:
         a unit whose deliveries keep killing workers (a decoder crash, out of memory) is failed after
         ``max_attempts`` instead of looping."""
@@ -130,7 +131,7 @@ class Reader:
                 return []
             attempts, descriptor = begun
             work = Work(u, descriptor=descriptor)
-            if count_delivery and attempts > 1:
+            if count_delivery and (attempts > 1 or redelivered):
                 self.metrics.inc("units_redelivered")
             if attempts > self.settings.max_attempts:
                 work.result = failed_result(

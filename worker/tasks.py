@@ -29,8 +29,8 @@ def bind(reader) -> None:
     _reader = reader
 
 
-@shared_task(name=READ_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def read_units(job_id: str, units: list[int]) -> None:
+@shared_task(bind=True, name=READ_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def read_units(self, job_id: str, units: list[int]) -> None:
     """Read some units of one job and store their results (idempotent: safe to run twice)."""
     if _reader is None:  # never ack work we cannot do: put it back for a worker that has a model
         raise Reject("this process has no model loaded", requeue=True)
@@ -39,7 +39,8 @@ def read_units(job_id: str, units: list[int]) -> None:
     started, delay, first = time.monotonic(), 0.25, True
     while True:
         try:
-            return _reader.run(job_id, units, count_delivery=first)
+            redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
+            return _reader.run(job_id, units, count_delivery=first, redelivered=redelivered)
         except redis.RedisError as e:
             if time.monotonic() - started > patience:
                 log.error("job store unavailable for %.0f s; giving job %s back to the queue", patience, job_id)
