@@ -140,8 +140,8 @@ def build(widths: tuple[int, int, int] = WIDTHS, head: int = HEAD):
     from the whole blob. The seam between two touching digits is often wrong where one is tucked into
     the other; reading the blob as a whole is not. Two digits squeezed into one crop need the width: a
     network a quarter of the digit model's size read both digits of a val pair right 93% of the time,
-    this one 97%.
-    It runs only on the few blobs in doubt, so its cost does not show in a line's."""
+    this one 97%. It runs only on wide blobs and on the narrow ones of invalid lines, so its cost
+    does not show in a line's."""
     from torch import nn
 
     from training.models import conv_bn

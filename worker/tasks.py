@@ -36,10 +36,10 @@ def read_units(self, job_id: str, units: list[int]) -> None:
         raise Reject("this process has no model loaded", requeue=True)
     units = [int(u) for u in units]
     patience = _reader.settings.visibility_timeout_s / 2  # past that, the message may be redelivered anyway
+    redelivered = bool((self.request.delivery_info or {}).get("redelivered"))  # set by kombu on a restored message
     started, delay, first = time.monotonic(), 0.25, True
     while True:
         try:
-            redelivered = bool((self.request.delivery_info or {}).get("redelivered"))
             return _reader.run(job_id, units, count_delivery=first, redelivered=redelivered)
         except redis.RedisError as e:
             if time.monotonic() - started > patience:
