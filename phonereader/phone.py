@@ -61,6 +61,28 @@ def is_valid(digits: str, region: str, plus: bool = False) -> bool:
     return num is not None and phonenumbers.is_valid_number(num)
 
 
+def well_formed(digits: str, region: str, plus: bool = False) -> bool:
+    """Is ``digits`` exactly a number as people write it: the national number, after at most the
+    national prefix (a trunk 0, the US 1) or, with '+', the country code? phonenumbers itself is
+    lenient: it reads "11 212 555 0142" as a valid US number, so a reading with an invented digit
+    would pass its validity check. Where the region's own national format writes the trunk prefix
+    (a British or French 0), a number without it is not how people write it either: "7911 123456"
+    for a British line is more likely "07911 123456" whose 0 touched the 7 and was lost, so the
+    search goes on for a reading with it (and keeps the first reading when none is near)."""
+    num = _parse(digits, region, plus)
+    if num is None:
+        return False
+    national = "0" * (num.number_of_leading_zeros or 1) * bool(num.italian_leading_zero) + str(num.national_number)
+    if not digits.endswith(national):
+        return False
+    head = digits[: len(digits) - len(national)]
+    prefix = phonenumbers.ndd_prefix_for_region(phonenumbers.region_code_for_number(num) or region, True) or ""
+    if plus:
+        return head in ("", str(num.country_code))
+    written = "".join(ch for ch in phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit())
+    return head == prefix if prefix and written == prefix + national else head in ("", prefix)
+
+
 def correct(
     probs: np.ndarray,
     region: str,

@@ -7,6 +7,7 @@ model on MNIST *test* digits drawn by the synthesiser.
 import numpy as np
 import pytest
 
+from phonereader import phone
 from phonereader.config import Settings
 from training import synth
 from worker.recognition import Choice, Field, Option, Recognizer, choose
@@ -234,7 +235,7 @@ def test_pair_model_files_are_checked(tmp_path):
     ],
 )
 def test_well_formed_numbers_have_no_invented_digits(digits, region, plus, ok):
-    assert choose.well_formed(digits, region, plus) is ok
+    assert phone.well_formed(digits, region, plus) is ok
 
 
 class StubPairs:

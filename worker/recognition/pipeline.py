@@ -288,9 +288,9 @@ class Recognizer:
             top = "".join(str(d) for d in p.argmax(axis=1))
             if len(p) and phone.is_valid(top, region, field.plus):
                 fixes[pick] = None
-                return choose.well_formed(top, region, field.plus)
+                return phone.well_formed(top, region, field.plus)
             fixes[pick] = phone.correct(p, region, field.plus, max_tries=phone.MAX_TRIES if not fixes else 200)
-            return fixes[pick] is not None and choose.well_formed("".join(map(str, fixes[pick])), region, field.plus)
+            return fixes[pick] is not None and phone.well_formed("".join(map(str, fixes[pick])), region, field.plus)
 
         def logmax(probs: np.ndarray) -> np.ndarray:
             return np.log(np.clip(probs.max(axis=1), 1e-9, 1.0)) if len(probs) else np.zeros(0)
