@@ -7,7 +7,6 @@ model on MNIST *test* digits drawn by the synthesiser.
 import numpy as np
 import pytest
 
-from phonereader import phone
 from phonereader.config import Settings
 from training import synth
 from worker.recognition import Choice, Field, Option, Recognizer, choose
@@ -215,27 +214,6 @@ def test_pair_model_files_are_checked(tmp_path):
     (tmp_path / card["files"]["onnx"]).write_bytes(b"not a model")
     with pytest.raises(ModelFileError):
         PairModel.load(tmp_path / "pairs.json")
-
-
-# --- phone rules for the search ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "digits, region, plus, ok",
-    [
-        ("2125550142", "US", False, True),
-        ("12125550142", "US", False, True),
-        ("112125550142", "US", False, False),  # phonenumbers calls this valid; a person never writes it
-        ("07911123456", "GB", False, True),
-        ("7911123456", "GB", False, False),  # valid, but a British number is written with its trunk 0
-        ("612345678", "FR", False, False),
-        ("0612345678", "FR", False, True),
-        ("447911123456", "GB", True, True),
-        ("4407911123456", "GB", True, False),
-    ],
-)
-def test_well_formed_numbers_have_no_invented_digits(digits, region, plus, ok):
-    assert phone.well_formed(digits, region, plus) is ok
 
 
 class StubPairs:

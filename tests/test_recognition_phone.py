@@ -102,3 +102,24 @@ def test_read_lets_the_model_choose_between_cuts():
     whole_wins[2:] = 0.1
     r = rec.read(field, whole_wins, "US")
     assert r.raw_digits == "48" and r.digits_detail[1].box == (12, 0, 40, 20)
+
+
+# --- well formed: what the line search accepts -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "digits, region, plus, ok",
+    [
+        ("2125550142", "US", False, True),
+        ("12125550142", "US", False, True),
+        ("112125550142", "US", False, False),  # phonenumbers calls this valid; a person never writes it
+        ("07911123456", "GB", False, True),
+        ("7911123456", "GB", False, False),  # valid, but a British number is written with its trunk 0
+        ("612345678", "FR", False, False),
+        ("0612345678", "FR", False, True),
+        ("447911123456", "GB", True, True),
+        ("4407911123456", "GB", True, False),
+    ],
+)
+def test_well_formed_numbers_have_no_invented_digits(digits, region, plus, ok):
+    assert phone.well_formed(digits, region, plus) is ok

@@ -134,7 +134,7 @@ WIDTHS = (32, 64, 128)  # conv channels at 28, 14 and 7 pixels
 HEAD = 128
 
 
-def build(widths: tuple[int, int, int] = WIDTHS, head: int = HEAD):
+def build():
     """A CNN shaped like the digit model (three conv stages, 28 -> 14 -> 7, a dense head over the 7x7
     map), twice as wide, with three heads: pair or one digit, and a pair's left and right digit, read
     from the whole blob. The seam between two touching digits is often wrong where one is tucked into
@@ -146,12 +146,12 @@ def build(widths: tuple[int, int, int] = WIDTHS, head: int = HEAD):
 
     from training.models import conv_bn
 
-    c1, c2, c3 = widths
+    c1, c2, c3 = WIDTHS
     return nn.Sequential(
         conv_bn(1, c1), nn.MaxPool2d(2),
         conv_bn(c1, c2), nn.MaxPool2d(2),
         conv_bn(c2, c3),
-        nn.Flatten(), nn.Dropout(0.1), nn.Linear(c3 * 7 * 7, head), nn.ReLU(), nn.Dropout(0.1), nn.Linear(head, OUTPUTS),
+        nn.Flatten(), nn.Dropout(0.1), nn.Linear(c3 * 7 * 7, HEAD), nn.ReLU(), nn.Dropout(0.1), nn.Linear(HEAD, OUTPUTS),
     )  # fmt: skip
 
 
