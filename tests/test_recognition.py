@@ -326,3 +326,46 @@ def test_a_straight_closing_bracket_is_found_by_its_partner(cutter, pool):
     assert [c for c, _ in hugged.separators] == ["(", ")"] and len(hugged.boxes) == 3
     spaced = cutter.cut(line(40), "line")[0]  # "(448 1": no partner, so both stay glyphs
     assert spaced.separators == [] and len(spaced.boxes) == 5
+
+
+def _between_2_and_7(middle) -> np.ndarray:
+    """A plain 2, a glyph drawn by ``middle(draw, x)``, a plain 7: strokes 4 px wide, digits 44 px tall."""
+    im = Image.new("L", (260, 90), 0)
+    d = ImageDraw.Draw(im)
+    d.line([(30, 32), (38, 24), (50, 24), (56, 32), (54, 42), (30, 64), (58, 64)], fill=255, width=4)
+    middle(d, 100)
+    d.line([(180, 24), (206, 24), (190, 66)], fill=255, width=4)
+    return np.asarray(im, np.float32) / 255.0
+
+
+@needs_model
+def test_a_four_whose_arm_misses_its_stem_reads_as_one_four(rec):
+    """The arm (a stroke and bar) stops short of the stem: two pieces side by side, each digit-high
+    enough to stand alone. Both readings are offered and the model picks the whole 4, not '61'."""
+
+    def open_four(d, x):
+        d.line([(x + 10, 24), (x, 50), (x + 20, 50)], fill=255, width=4)
+        d.line([(x + 25, 22), (x + 25, 66)], fill=255, width=4)
+
+    ink = _between_2_and_7(open_four)
+    field = rec.cut(ink, "line")[0]
+    assert sorted(len(o.rows) for c in field.choices for o in c.options) == [1, 2]
+    assert rec.recognize(ink, "line")[0].digits == "247"
+
+
+@needs_model
+def test_a_stroke_drawn_as_dots_stays_with_its_digit(rec):
+    """A skipping pen draws a 6's rising stroke as dots too small to count as glyphs; kept with the loop
+    they make a 6 (dropped as dust, the loop alone reads 0). Dust far from any digit stays dropped."""
+
+    def dotted_six(d, x):
+        d.ellipse([x + 2, 44, x + 24, 66], outline=255, width=4)
+        for k in range(5):
+            d.rectangle([x + 4 + 2 * k, 39 - 4 * k, x + 5 + 2 * k, 40 - 4 * k], fill=255)
+        d.rectangle([x + 40, 5, x + 41, 6], fill=255)  # dust above the line
+
+    ink = _between_2_and_7(dotted_six)
+    field = rec.cut(ink, "line")[0]
+    assert field.boxes[1][1] < 30  # the loop's box grew up the dots (it starts at y 42 without them)
+    assert all(b[1] > 10 for b in field.boxes)
+    assert rec.recognize(ink, "line")[0].digits == "267"

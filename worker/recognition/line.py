@@ -31,13 +31,20 @@ class LineParams:
     max_h: float = 46.0
     min_h: float = 18.0  # a first guess that left digits shorter than this is retried finer
     rotate_from_deg: float = 12.0  # steeper lines are rotated level; gentler ones only tracked by slope
-    speck: float = 0.12  # blobs smaller than this (both sides) are noise
+    speck: float = 0.12  # blobs smaller than this (both sides) are noise...
+    speck_reach: float = 0.1  # ...unless this close to a digit (the dots of a skipping pen)
+    speck_rounds: int = 4
     fragment_h: float = 0.62  # a piece shorter than this that sits over/under a taller one belongs to it
     fragment_overlap: float = 0.45
     fragment_gap: float = 0.45
     merge_max_h: float = 1.5
     near: float = 0.12  # pieces this close (in H) may be one digit whose pen lifted
     tall_overlap: float = 0.6  # two tall pieces overlapping this much may be one broken digit
+    broken_min: float = 0.3  # ...as may two side by side, the shorter of them this tall or more...
+    broken_max: float = 0.8  # ...but under this (two full-height pieces are two digits)...
+    broken_gap: float = 0.15  # ...at most this far apart...
+    broken_w: float = 1.1  # ...and together no wider than this
+    baseline_tol: float = 0.2  # neighbouring digits' feet differ by up to this much
     split_from: float = 1.1  # narrower blobs are one digit by default (the width prior is for wider ones)
     pair_from: float = 0.7  # ...but from this width they also carry a "touching pair" split (see Option.pair)
     whole_below: float = 1.6  # wider blobs are never one digit
@@ -234,11 +241,52 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
         if ri != rj:
             parent[rj] = ri
     pairs = (tall[:, None] & tall[None, :]) & (ov / np.minimum(w[:, None], w[None]) >= p.tall_overlap)
+    # two pieces of one broken digit that no rule above joined (a 4 whose arm misses its stem, a 5 whose
+    # bar floats off a small bowl): side by side and digit-sized together, but one too tall to be a mere
+    # fragment. Offered both ways; the model and the phone rules pick.
+    lo = np.minimum(h[:, None], h[None])
+    hgap = np.maximum(x0[None] - x1[:, None], x0[:, None] - x1[None])
+    width = np.maximum(x1[:, None], x1[None]) - np.minimum(x0[:, None], x0[None])
+    pairs |= (
+        (lo >= p.broken_min * H) & (lo < p.broken_max * H)
+        & (np.maximum(hgap, vgap) <= p.broken_gap * H)
+        & (width <= p.broken_w * H) & (mh >= 0.65 * H) & (mh <= 1.35 * H)
+    )
     units: dict[int, list[int]] = {}
     for k in range(len(idx)):
         units.setdefault(find(k), []).append(int(idx[k]))
     ambiguous = [(int(idx[i]), int(idx[j])) for i, j in zip(*np.nonzero(np.triu(pairs, 1))) if find(int(i)) != find(int(j))]
     return list(units.values()), ambiguous
+
+
+def _attach_specks(c: Components, keep: np.ndarray, units: list[list[int]], H: float, p: LineParams) -> list[list[int]]:
+    """Give specks that lie against a digit back to it: a thin or skipping pen leaves a stroke as a row
+    of dots (the top of a 5 or a 6), and without them the digit reads as another (a 3). A speck joins
+    the nearest unit within ``speck_reach`` H whose columns it lies in, if the unit stays digit-sized;
+    a few rounds let a chain of dots grow out from the digit. Dust elsewhere stays dropped."""
+    specks = np.flatnonzero(~keep)
+    if not len(specks) or not units:
+        return units
+    units = [list(u) for u in units]
+    box = np.array([[c.x0[u].min(), c.y0[u].min(), c.x1[u].max(), c.y1[u].max()] for u in units], np.float64)
+    sx0, sy0, sx1, sy1 = (a[specks].astype(np.float64)[:, None] for a in (c.x0, c.y0, c.x1, c.y1))
+    scx = (sx0 + sx1) / 2
+    left = np.ones(len(specks), bool)
+    for _ in range(p.speck_rounds):
+        d = np.maximum(np.maximum(box[None, :, 0] - sx1, sx0 - box[None, :, 2]), np.maximum(box[None, :, 1] - sy1, sy0 - box[None, :, 3]))
+        cols = (scx >= box[None, :, 0] - 0.05 * H) & (scx <= box[None, :, 2] + 0.05 * H)
+        nw = np.maximum(box[None, :, 2], sx1) - np.minimum(box[None, :, 0], sx0)
+        nh = np.maximum(box[None, :, 3], sy1) - np.minimum(box[None, :, 1], sy0)
+        ok = left[:, None] & (d <= p.speck_reach * H) & cols & (nw <= 1.1 * H) & (nh <= 1.3 * H)
+        hit = np.flatnonzero(ok.any(1))
+        if not len(hit):
+            break
+        for k in hit:
+            u = int(np.argmin(np.where(ok[k], d[k], np.inf)))
+            units[u].append(int(specks[k]))
+            box[u] = np.minimum(box[u, 0], sx0[k, 0]), np.minimum(box[u, 1], sy0[k, 0]), np.maximum(box[u, 2], sx1[k, 0]), np.maximum(box[u, 3], sy1[k, 0])
+            left[k] = False
+    return units
 
 
 def _pixel_gap(c: Components, a: int, b: int, r: int) -> bool:
@@ -504,6 +552,13 @@ def _prior(pieces: list[Piece], r: float, H: float, p: LineParams) -> float:
     return float(lp)
 
 
+def _off_baseline(a: Piece, b: Piece, H: float, p: LineParams) -> float:
+    """Log-prior penalty for reading two pieces side by side as two digits when their feet are far apart:
+    neighbouring digits stand on one baseline, the arm of a broken 4 or the bar of a 5 floats above it."""
+    d = abs(a.box[3] - b.box[3]) / H - p.baseline_tol
+    return (d / 0.1) ** 2 if d > 0 else 0.0
+
+
 def _pair_options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, r: float, frame: Frame, k: int = 3) -> list[Option]:
     """A narrow blob split in two at its ``k`` best seams, for the case it is a touching pair ("17", a 1
     tucked into a 2): width alone cannot tell these from one wide digit, so these options carry no
@@ -573,6 +628,7 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
     if not keep.any():
         return out
     units_ids, ambiguous = _groups(c, keep, H, p, slope)
+    units_ids = _attach_specks(c, keep, units_ids, H, p)
     units = sorted((_unit(c, ids) for ids in units_ids), key=lambda u: (u.x0 + u.x1) / 2)
     tall = [u for u in units if u.h >= 0.6 * H]
     if tall:
@@ -598,14 +654,14 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
             i += 1
             continue
         nxt = units[i + 1] if i + 1 < len(units) else None
-        if nxt is not None and kinds[i + 1] is None and len(u.ids) == 1 and len(nxt.ids) == 1 and pair_of.get(u.ids[0]) == nxt.ids[0]:
+        if nxt is not None and kinds[i + 1] is None and keep[u.ids].sum() == 1 and keep[nxt.ids].sum() == 1 and pair_of.get(u.ids[0]) == nxt.ids[0]:
             # two tall overlapping blobs: one broken digit, or two neighbours tucked into each other?
             # Width says little here, so only the pieces' shapes enter the prior and the model decides.
             merged = _unit(c, u.ids + nxt.ids)
             whole = _piece(work, _mask(c, merged), merged.x0, merged.y0)
             pa, pb = _piece(work, m, u.x0, u.y0), _piece(work, masks[i + 1], nxt.x0, nxt.y0)
             r = merged.w / H
-            two = _prior([pa, pb], p.two_at, H, p)
+            two = _prior([pa, pb], p.two_at, H, p) - _off_baseline(pa, pb, H, p)
             one = -max(0.0, r - 1.1) * p.count_slope
             opts = sorted([Option([pa, pb], two), Option([whole], one)], key=lambda o: -o.prior)
             out.slots.append(Slot(opts, r))
