@@ -369,3 +369,17 @@ def test_a_stroke_drawn_as_dots_stays_with_its_digit(rec):
     assert field.boxes[1][1] < 30  # the loop's box grew up the dots (it starts at y 42 without them)
     assert all(b[1] > 10 for b in field.boxes)
     assert rec.recognize(ink, "line")[0].digits == "267"
+
+
+def test_a_floating_bar_joins_the_small_bowl_under_it_not_the_tall_neighbour():
+    """A 5 drawn as a small bowl (under 0.6 digit heights) with its bar floating up and to the right,
+    close to a 0: the bar belongs to the bowl it makes digit-high, not to the nearest tall glyph."""
+    from worker.recognition import line as linemod
+    from worker.recognition.glyphs import components
+
+    mask = np.zeros((50, 130), bool)
+    for x0, y0, x1, y1 in [(2, 5, 27, 45), (42, 27, 60, 45), (52, 7, 87, 13), (92, 5, 117, 45)]:  # 1, bowl, bar, 0
+        mask[y0:y1, x0:x1] = True
+    c = components(mask)
+    units, _ = linemod._groups(c, np.ones(c.n, bool), 40.0, linemod.LineParams())
+    assert sorted(sorted(int(c.x0[i]) for i in u) for u in units) == [[2], [42, 52], [92]]

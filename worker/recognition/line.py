@@ -210,7 +210,9 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
     if bar.any() and tall.any():
         gap = np.maximum(x0[None, :] - x1[:, None], x0[:, None] - x1[None, :])  # < 0 when overlapping
         for j in np.flatnonzero(bar):
-            cand = np.flatnonzero(tall & (gap[:, j] <= 0.25 * H) & (y1 > y1[j]))
+            # a tall neighbour, or a smaller bowl under the bar that the bar makes digit-high
+            body = tall | ((h >= 0.4 * H) & (np.maximum(y1, y1[j]) - np.minimum(y0, y0[j]) >= 0.75 * H))
+            cand = np.flatnonzero(body & (gap[:, j] <= 0.25 * H) & (y1 > y1[j]))
             if len(cand):
                 left_first = gap[cand, j] - 0.05 * H * ((x0[cand] + x1[cand]) / 2 < (x0[j] + x1[j]) / 2)
                 edges.append((int(cand[np.argmin(left_first)]), int(j)))
