@@ -664,7 +664,7 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
             continue
         nxt = units[i + 1] if i + 1 < len(units) else None
         if nxt is not None and kinds[i + 1] is None and keep[u.ids].sum() == 1 and keep[nxt.ids].sum() == 1 and pair_of.get(u.ids[0]) == nxt.ids[0]:
-            # two tall overlapping blobs: one broken digit, or two neighbours tucked into each other?
+            # two overlapping tall blobs, or two broken pieces side by side (specks aside): one digit, or two?
             # Width says little here, so only the pieces' shapes enter the prior and the model decides.
             merged = _unit(c, u.ids + nxt.ids)
             whole = _piece(work, _mask(c, merged), merged.x0, merged.y0)
