@@ -187,7 +187,9 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
     lift = slope * (cx - _median(cx))  # band rules measure heights from the sloping baseline
     cy = (y0 + y1) / 2.0 - lift
     ov = np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None])
+    gap = np.maximum(x0[None] - x1[:, None], x0[:, None] - x1[None])  # < 0 when overlapping
     vgap = np.maximum(np.maximum(y0[None] - y1[:, None], y0[:, None] - y1[None]), 0)
+    mw = np.maximum(x1[:, None], x1[None]) - np.minimum(x0[:, None], x0[None])  # the pair's width and height together
     mh = np.maximum(y1[:, None], y1[None]) - np.minimum(y0[:, None], y0[None])
     short = h < p.fragment_h * H
     tall = h >= 0.6 * H
@@ -208,10 +210,9 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
     edges = list(zip(*np.nonzero(frag)))
     bar = short & (cy < band_top + 0.3 * H) & (h < 0.35 * H)
     if bar.any() and tall.any():
-        gap = np.maximum(x0[None, :] - x1[:, None], x0[:, None] - x1[None, :])  # < 0 when overlapping
         for j in np.flatnonzero(bar):
             # a tall neighbour, or a smaller bowl under the bar that the bar makes digit-high
-            body = tall | ((h >= 0.4 * H) & (np.maximum(y1, y1[j]) - np.minimum(y0, y0[j]) >= 0.75 * H))
+            body = tall | ((h >= 0.4 * H) & (mh[:, j] >= 0.75 * H))
             cand = np.flatnonzero(body & (gap[:, j] <= 0.25 * H) & (y1 > y1[j]))
             if len(cand):
                 left_first = gap[cand, j] - 0.05 * H * ((x0[cand] + x1[cand]) / 2 < (x0[j] + x1[j]) / 2)
@@ -225,10 +226,8 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
     for j in np.flatnonzero(short & ~(tiny & low) & ~dash):
         if int(j) in joined:
             continue
-        bgap = np.maximum(np.maximum(x0 - x1[j], x0[j] - x1), np.maximum(y0 - y1[j], y0[j] - y1))
-        mw = np.maximum(x1, x1[j]) - np.minimum(x0, x0[j])
-        mhj = np.maximum(y1, y1[j]) - np.minimum(y0, y0[j])
-        cand = np.flatnonzero((bgap <= near) & (mw <= 1.05 * H) & (mhj <= p.merge_max_h * H) & ~dash & ~(tiny & low))
+        bgap = np.maximum(gap[:, j], np.maximum(y0 - y1[j], y0[j] - y1))
+        cand = np.flatnonzero((bgap <= near) & (mw[:, j] <= 1.05 * H) & (mh[:, j] <= p.merge_max_h * H) & ~dash & ~(tiny & low))
         cand = [int(i) for i in cand[np.argsort(bgap[cand])] if i != j]
         for i in cand:
             if _pixel_gap(c, int(idx[i]), int(idx[j]), near):
@@ -251,12 +250,10 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
     # bar floats off a small bowl): side by side and digit-sized together, but one too tall to be a mere
     # fragment. Offered both ways; the model and the phone rules pick.
     lo = np.minimum(h[:, None], h[None])
-    hgap = np.maximum(x0[None] - x1[:, None], x0[:, None] - x1[None])
-    width = np.maximum(x1[:, None], x1[None]) - np.minimum(x0[:, None], x0[None])
     pairs |= (
         (lo >= p.broken_min * H) & (lo < p.broken_max * H)
-        & (np.maximum(hgap, vgap) <= p.broken_gap * H)
-        & (width <= p.broken_w * H) & (mh >= 0.65 * H) & (mh <= 1.35 * H)
+        & (np.maximum(gap, vgap) <= p.broken_gap * H)
+        & (mw <= p.broken_w * H) & (mh >= 0.65 * H) & (mh <= 1.35 * H)
     )
     units: dict[int, list[int]] = {}
     for k in range(len(idx)):
