@@ -383,3 +383,20 @@ def test_a_floating_bar_joins_the_small_bowl_under_it_not_the_tall_neighbour():
     c = components(mask)
     units, _ = linemod._groups(c, np.ones(c.n, bool), 40.0, linemod.LineParams())
     assert sorted(sorted(int(c.x0[i]) for i in u) for u in units) == [[2], [42, 52], [92]]
+
+
+def test_digits_joined_across_box_walls_are_parted_however_bold(cutter):
+    """Boxes 0-1: a bold 0 joined to a thin one (the bold one holds 3/4 of the ink, so an ink-share
+    rule kept the two as one digit); boxes 2-5: four 0s joined in one stroke, where no wall but the
+    middle one sees an even share. Each box that holds a digit-sized part of a blob gets its own digit."""
+    img, bw, bh = _boxes_row(6)
+    draw = ImageDraw.Draw(img)
+    for i, width in enumerate((9, 3, 4, 4, 4, 4)):  # 0s 44 px wide in 60 px boxes, centred
+        x = 60 + i * bw + bw // 2
+        draw.ellipse([x - 22, 62, x + 22, 112], outline=0, width=width)
+    for a in (0, 2, 3, 4):  # a pen stroke from one 0's right side to the next one's left side, over the wall
+        x = 60 + a * bw + bw // 2
+        draw.line([(x + 18, 87), (x + bw - 18, 87)], fill=0, width=4)
+    field = cutter.cut(1.0 - np.asarray(img, np.float32) / 255.0, "form")[0]
+    assert field.kind == "form" and field.empty == [False] * 6
+

@@ -308,15 +308,9 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
         cyk = comps.cy[k] + ry0
         if not (top - 0.4 * cell_h <= cyk <= bottom + 0.4 * cell_h):
             continue
-        # a digit spilling over a wall stays whole, with the box that holds most of it; only a blob
-        # with plenty of ink on both sides of a wall, and wider than a box, is two digits touching
         x0k, x1k, y0k, y1k = int(comps.x0[k]), int(comps.x1[k]), int(comps.y0[k]), int(comps.y1[k])
         blob = comps.labels[y0k:y1k, x0k:x1k] == k + 1
-        cols = blob.sum(0)
-        total = float(cols.sum())
-        cuts = []
-        if x1k - x0k > 1.2 * pitch:
-            cuts = [w for w in walls if x0k < w < x1k and 0.3 * total <= cols[: int(round(w)) - x0k].sum() <= 0.7 * total]
+        cuts = _touching(blob, x0k, walls, pitch, cell_h) if x1k - x0k > 1.2 * pitch else []
         if not cuts:
             i = _owner(blob, x0k, None, None, lefts, rights, pitch)
             if i is not None:
@@ -347,6 +341,27 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
         if got is not None:
             crops[i], boxes[i] = got[0], _shift(got[1], rx0, ry0)  # the digit's own box, where there is one
     return boxes, crops, alternatives
+
+
+def _touching(blob: np.ndarray, x0k: int, walls: np.ndarray, pitch: float, cell_h: float) -> list[float]:
+    """The walls inside a blob that part two touching digits.
+
+    A digit spilling over a wall stays whole, with the box that holds most of it: its part beyond the
+    wall is a thin tail or a sliver of a loop. Two boxes on either side of a wall that each hold a
+    digit-sized part (tall, wide, and not a trace of ink beside its neighbour) hold two digits. Judged
+    per box, so a bold 0 touching a thin 3 parts, and so does a run of three touching digits, where an
+    ink share around each wall (the old rule: 30-70%) held for neither wall.
+    """
+    inner = [float(w) for w in walls if x0k < w < x0k + blob.shape[1]]
+    edges = [0, *[int(round(w)) - x0k for w in inner], blob.shape[1]]
+    parts = [blob[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+    ink = np.array([pt.sum() for pt in parts], np.float64)
+    rows = [np.flatnonzero(pt.any(1)) for pt in parts]
+    cols = [np.flatnonzero(pt.any(0)) for pt in parts]
+    tall = np.array([r[-1] - r[0] + 1 if r.size else 0 for r in rows])
+    wide = np.array([c[-1] - c[0] + 1 if c.size else 0 for c in cols])
+    digit = (ink >= 0.25 * ink.max()) & (tall >= 0.35 * cell_h) & (wide >= 0.35 * pitch)
+    return [w for w, a, b in zip(inner, digit[:-1], digit[1:]) if a and b]
 
 
 def _shift(box, dx: int, dy: int) -> tuple[int, int, int, int]:
