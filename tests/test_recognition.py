@@ -400,18 +400,3 @@ def test_digits_joined_across_box_walls_are_parted_however_bold(cutter):
     field = cutter.cut(1.0 - np.asarray(img, np.float32) / 255.0, "form")[0]
     assert field.kind == "form" and field.empty == [False] * 6
 
-
-
-def test_a_one_touching_its_neighbour_across_a_box_wall_keeps_its_box(cutter):
-    """A 1 is thin and light: beside a 0 it joins across the wall, the pair was narrower than the old
-    1.2-box threshold, and the 1's box read as empty. A tall stroke standing clear of the walls is a digit."""
-    img, bw, bh = _boxes_row(6)
-    draw = ImageDraw.Draw(img)
-    for box, one_at, zero_shift in ((0, 20, 0), (3, 30, 10)):  # the 1, px from its box's left wall
-        cx = 60 + box * bw + bw // 2 + zero_shift
-        x = 60 + (box + 1) * bw + one_at
-        draw.ellipse([cx - 18, 62, cx + 18, 112], outline=0, width=4)
-        draw.line([(x, 62), (x, 112)], fill=0, width=4)
-        draw.line([(cx + 16, 80), (x, 80)], fill=0, width=4)
-    field = cutter.cut(1.0 - np.asarray(img, np.float32) / 255.0, "form")[0]
-    assert field.empty == [False, False, True, False, False, True]

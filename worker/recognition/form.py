@@ -310,7 +310,7 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
             continue
         x0k, x1k, y0k, y1k = int(comps.x0[k]), int(comps.x1[k]), int(comps.y0[k]), int(comps.y1[k])
         blob = comps.labels[y0k:y1k, x0k:x1k] == k + 1
-        cuts = _touching(blob, x0k, walls, pitch, cell_h) if x1k - x0k > 0.9 * pitch else []
+        cuts = _touching(blob, x0k, walls, pitch, cell_h) if x1k - x0k > 1.2 * pitch else []
         if not cuts:
             i = _owner(blob, x0k, None, None, lefts, rights, pitch)
             if i is not None:
@@ -347,31 +347,21 @@ def _touching(blob: np.ndarray, x0k: int, walls: np.ndarray, pitch: float, cell_
     """The walls inside a blob that part two touching digits.
 
     A digit spilling over a wall stays whole, with the box that holds most of it: its part beyond the
-    wall is a thin tail or a sliver of a loop, close to the wall. Two boxes on either side of a wall
-    that each hold a digit-sized part (tall, wide, and not a trace of ink beside its neighbour) hold two
-    digits. Judged per box, so a bold 0 touching a thin 3 parts, and so does a run of three touching
-    digits, where an ink share around each wall (the old rule: 30-70%) held for neither wall. A 1 is
-    neither wide nor inky: a part counts as a digit too when a tall stroke stands in its box, away from
-    the walls where spills lie.
+    wall is a thin tail or a sliver of a loop. Two boxes on either side of a wall that each hold a
+    digit-sized part (tall, wide, and not a trace of ink beside its neighbour) hold two digits. Judged
+    per box, so a bold 0 touching a thin 3 parts, and so does a run of three touching digits, where an
+    ink share around each wall (the old rule: 30-70%) held for neither wall.
     """
     inner = [float(w) for w in walls if x0k < w < x0k + blob.shape[1]]
     edges = [0, *[int(round(w)) - x0k for w in inner], blob.shape[1]]
-    margin = int(round(0.2 * pitch))
-    ink, shaped, standing = [], [], []
-    for j, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-        part = blob[:, a:b]
-        ink.append(int(part.sum()))
-        shaped.append(_span(part.any(1)) >= 0.35 * cell_h and _span(part.any(0)) >= 0.35 * pitch)
-        lo, hi = (a + margin if j > 0 else a), (b - margin if j < len(inner) else b)  # clear of inner walls
-        standing.append(hi > lo and _span(blob[:, lo:hi].any(1)) >= 0.45 * cell_h)
-    sized = [(i >= 0.25 * max(ink) and sh) or st for i, sh, st in zip(ink, shaped, standing)]
-    return [w for w, a, b in zip(inner, sized[:-1], sized[1:]) if a and b]
-
-
-def _span(inked: np.ndarray) -> int:
-    """Pixels from the first inked row (or column) to the last, 0 when none is."""
-    at = np.flatnonzero(inked)
-    return int(at[-1] - at[0] + 1) if at.size else 0
+    parts = [blob[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+    ink = np.array([pt.sum() for pt in parts], np.float64)
+    rows = [np.flatnonzero(pt.any(1)) for pt in parts]
+    cols = [np.flatnonzero(pt.any(0)) for pt in parts]
+    tall = np.array([r[-1] - r[0] + 1 if r.size else 0 for r in rows])
+    wide = np.array([c[-1] - c[0] + 1 if c.size else 0 for c in cols])
+    digit = (ink >= 0.25 * ink.max()) & (tall >= 0.35 * cell_h) & (wide >= 0.35 * pitch)
+    return [w for w, a, b in zip(inner, digit[:-1], digit[1:]) if a and b]
 
 
 def _shift(box, dx: int, dy: int) -> tuple[int, int, int, int]:
