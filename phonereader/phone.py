@@ -61,6 +61,11 @@ def is_valid(digits: str, region: str, plus: bool = False) -> bool:
     return num is not None and phonenumbers.is_valid_number(num)
 
 
+def national_prefix(region: str) -> str:
+    """The digits people may write before the national number (the US 1, a British or French 0), or ''."""
+    return phonenumbers.ndd_prefix_for_region(region.upper(), True) or ""
+
+
 def well_formed(digits: str, region: str, plus: bool = False) -> bool:
     """Is ``digits`` exactly a number as people write it: the national number, after at most the
     national prefix (a trunk 0, the US 1) or, with '+', the country code? phonenumbers itself is

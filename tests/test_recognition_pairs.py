@@ -133,6 +133,43 @@ def test_a_british_number_read_without_its_trunk_0_looks_for_the_0_in_a_touching
     assert _rec(stub, max_loss=0.0).read(field, probs, "GB").digits == "7911123456", "no split near enough: the reading stands"
 
 
+class StubPairModel:
+    """The touching-pair model with one verdict for every blob: log-odds ``z`` that it is a pair, read as "1" then "2"."""
+
+    def __init__(self, z: float):
+        self.z, self.calls = z, 0
+
+    def predict(self, crops):
+        self.calls += 1
+        n = len(crops)
+        return np.full(n, self.z, np.float32), np.repeat(_probs([(1, 0.97)]), n, 0), np.repeat(_probs([(2, 0.97)]), n, 0)
+
+
+def _leading_pair_field(digits: str) -> tuple[Field, np.ndarray]:
+    """A line read as ``digits``, its first glyph a narrow blob that may be a touching pair."""
+    boxes = [(20 * i, 0, 20 * i + 15, 20) for i in range(len(digits))]
+    probs = _probs([(int(d), 0.99) for d in digits])
+    probs[0] = _probs([(int(digits[0]), 0.9)])[0]
+    splits = [(0, lambda: [linemod.Option([_piece(0, 6), _piece(6, 15)], 0.0, pair=(0.95, 0.1, 0.4))])]
+    return Field("line", np.zeros((len(digits), 28, 28), np.float32), boxes, [False] * len(digits), pair_splits=splits), probs
+
+
+def test_a_valid_reading_without_its_leading_1_asks_the_pair_model_about_its_first_blob():
+    """1 212 555 0142 written with its 1 touching the 2 reads 212 555 0142: valid, one digit short. A pair
+    model sure that the first blob is two digits gets the 1 back; one in doubt leaves the reading. A
+    reading that starts with the 1 does not ask at all."""
+    field, probs = _leading_pair_field("2125550142")
+    for z, read in ((choose.SURE_PAIR + 10, "12125550142"), (choose.SURE_PAIR - 5, "2125550142")):
+        pairs = StubPairModel(z)
+        r = Recognizer(model=Stub(np.zeros((0, 10), np.float32)), settings=SETTINGS, pair_model=pairs).read(field, probs, "US")
+        assert r.digits == read and r.valid and len(r.digits_detail) == len(read), z
+        assert pairs.calls >= 1
+    field, probs = _leading_pair_field("12125550142")
+    pairs = StubPairModel(choose.SURE_PAIR + 10)
+    assert Recognizer(model=Stub(np.zeros((0, 10), np.float32)), settings=SETTINGS, pair_model=pairs).read(field, probs, "US").digits == "12125550142"
+    assert pairs.calls == 0
+
+
 # --- the cutter ----------------------------------------------------------------------------------
 
 
