@@ -81,7 +81,7 @@ def well_formed(digits: str, region: str, plus: bool = False) -> bool:
     if not digits.endswith(national):
         return False
     head = digits[: len(digits) - len(national)]
-    prefix = phonenumbers.ndd_prefix_for_region(phonenumbers.region_code_for_number(num) or region, True) or ""
+    prefix = national_prefix(phonenumbers.region_code_for_number(num) or region)
     if plus:
         return head in ("", str(num.country_code))
     written = "".join(ch for ch in phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit())

@@ -399,4 +399,3 @@ def test_digits_joined_across_box_walls_are_parted_however_bold(cutter):
         draw.line([(x + 18, 87), (x + bw - 18, 87)], fill=0, width=4)
     field = cutter.cut(1.0 - np.asarray(img, np.float32) / 255.0, "form")[0]
     assert field.kind == "form" and field.empty == [False] * 6
-

@@ -92,8 +92,8 @@ def _pair_field(whole_p: float, extra_digit: bool = False) -> tuple[Field, np.nd
     return field, probs, Stub(_probs([(5, 0.6), (3, 0.6), (1, 0.97), (4, 0.97)]))
 
 
-def _rec(stub: Stub, max_loss: float = choose.MAX_LOSS) -> Recognizer:
-    rec = Recognizer(model=stub, settings=SETTINGS, pair_model=None)  # the digit model's doubt alone
+def _rec(stub: Stub, max_loss: float = choose.MAX_LOSS, pair_model=None) -> Recognizer:
+    rec = Recognizer(model=stub, settings=SETTINGS, pair_model=pair_model)  # no pair model: the digit model's doubt alone
     rec.max_choice_loss = max_loss
     return rec
 
@@ -161,12 +161,12 @@ def test_a_valid_reading_without_its_leading_1_asks_the_pair_model_about_its_fir
     field, probs = _leading_pair_field("2125550142")
     for z, read in ((choose.SURE_PAIR + 10, "12125550142"), (choose.SURE_PAIR - 5, "2125550142")):
         pairs = StubPairModel(z)
-        r = Recognizer(model=Stub(np.zeros((0, 10), np.float32)), settings=SETTINGS, pair_model=pairs).read(field, probs, "US")
+        r = _rec(Stub(np.zeros((0, 10), np.float32)), pair_model=pairs).read(field, probs, "US")
         assert r.digits == read and r.valid and len(r.digits_detail) == len(read), z
         assert pairs.calls >= 1
     field, probs = _leading_pair_field("12125550142")
     pairs = StubPairModel(choose.SURE_PAIR + 10)
-    assert Recognizer(model=Stub(np.zeros((0, 10), np.float32)), settings=SETTINGS, pair_model=pairs).read(field, probs, "US").digits == "12125550142"
+    assert _rec(Stub(np.zeros((0, 10), np.float32)), pair_model=pairs).read(field, probs, "US").digits == "12125550142"
     assert pairs.calls == 0
 
 

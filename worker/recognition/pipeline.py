@@ -299,7 +299,8 @@ class Recognizer:
         if self.pair_readings:
             probs = self._add_pair_readings(probs, field, choices)
         pick = choose.best(choose.option_scores(choices, logmax(probs)))
-        if (not valid(pick) or self._sure_pair(field, probs, region)) and self.max_choice_loss > 0 and (choices or field.pair_splits or field.droppable):
+        second_look = self.max_choice_loss > 0 and (choices or field.pair_splits or field.droppable)
+        if second_look and (not valid(pick) or self._sure_pair(field, probs, region)):  # skipped here, valid(pick) runs below
             probs, model_logits = self._add_pair_splits(field, probs, choices)
             for g, prior in field.droppable:  # keep the glyph (the default) or read it as no digit
                 choices.append(Choice(g, [_whole(field, g), Option([], [], prior, dropped=True)]))
