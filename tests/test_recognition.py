@@ -10,6 +10,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from phonereader.config import Settings
 from phonereader.imageio import load_page
@@ -399,3 +400,22 @@ def test_digits_joined_across_box_walls_are_parted_however_bold(cutter):
         draw.line([(x + 18, 87), (x + bw - 18, 87)], fill=0, width=4)
     field = cutter.cut(1.0 - np.asarray(img, np.float32) / 255.0, "form")[0]
     assert field.kind == "form" and field.empty == [False] * 6
+
+
+@needs_model
+def test_a_zero_whose_side_runs_down_its_box_wall_keeps_that_side(rec, cutter):
+    """Box 1 holds a 0 whose left side lies on the box's left wall, box 3 one whose right side lies on
+    its right wall. The stroke widens the wall by only a pixel or two, so wiping the wall used to wipe
+    the side too, and the open 0s read as "30". The side holds a stroke's worth of ink more than the
+    wall does alone, so it stays: each crop is a closed loop, and the field reads "00"."""
+    img, bw, bh = _boxes_row(5)
+    draw = ImageDraw.Draw(img)
+    for left in (60 + bw - 1, 60 + 4 * bw - 41):
+        draw.ellipse([left, 60, left + 42, 112], outline=0, width=3)
+    ink = 1.0 - np.asarray(img, np.float32) / 255.0
+    field = cutter.cut(ink, "form")[0]
+    assert field.kind == "form" and field.empty == [True, False, True, False, True]
+    for crop in field.crops:
+        stroke = crop > 0.5
+        assert ndimage.binary_fill_holes(stroke).sum() > stroke.sum() + 50  # a loop around a hole
+    assert rec.recognize([ink], "form")[0].digits == "00"
