@@ -277,8 +277,9 @@ def _boxes_row(n: int, bw: int = 60, bh: int = 75) -> tuple[Image.Image, int, in
 @needs_mnist
 def test_digits_touching_across_a_box_wall_offer_the_seam_as_an_alternative(cutter, pool):
     """A 0 spilling over its wall into the 7 next door: cut straight down the wall, the 7's box gets a
-    slice of the 0. The cut also offers the two boxes parted along the seam between the digits; apart,
-    the same digits give one plain reading."""
+    slice of the 0. The cut also offers the two boxes parted along the seam between the digits, and the
+    blob whole for the pair model (one crop, never read as one digit); apart, the same digits give one
+    plain reading."""
     rng = np.random.default_rng(4)
     zero, seven = (synth.pen_digit(pool.draw(d, rng), 55, rng, 0.12) for d in (0, 7))
 
@@ -293,9 +294,12 @@ def test_digits_touching_across_a_box_wall_offer_the_seam_as_an_alternative(cutt
 
     touching = cutter.cut(page(True), "form")[0]
     assert touching.kind == "form" and touching.empty == [True, False, False, True, True]
-    assert [(c.first, len(c.options)) for c in touching.choices] == [(1, 2)]
-    seam = touching.choices[0].options[1]
-    assert len(seam.rows) == 2 and not np.array_equal(touching.crops[seam.rows], touching.crops[touching.choices[0].options[0].rows])
+    assert [(c.first, len(c.options)) for c in touching.choices] == [(1, 3)]
+    wall, seam, whole = touching.choices[0].options
+    assert len(seam.rows) == 2 and not np.array_equal(touching.crops[seam.rows], touching.crops[wall.rows])
+    assert len(whole.rows) == 1 and whole.prior == -np.inf
+    ys, xs = np.nonzero(touching.crops[whole.rows[0]] > 0.5)
+    assert xs.max() - xs.min() > 1.3 * (ys.max() - ys.min())  # both digits, side by side
     apart = cutter.cut(page(False), "form")[0]
     assert apart.empty == [True, False, False, True, True] and apart.choices == []
 

@@ -311,3 +311,29 @@ def test_a_blob_too_wide_for_one_digit_keeps_its_whole_crop_for_the_pair_model()
     opts = linemod._options(m.astype(np.float32), m, u, float(H), linemod.LineParams())
     assert len(opts[0].pieces) == 2 and np.isfinite(opts[0].prior)
     assert [len(o.pieces) for o in opts if o.prior == -np.inf] == [1]
+
+
+def _touching_form_field() -> tuple[Field, np.ndarray]:
+    """A form field of 4 boxes whose 2nd and 3rd hold digits touching across their wall: parted at the
+    wall they read "68", along the seam "63", and the blob whole is never one digit."""
+    boxes = [(30 * i, 0, 30 * i + 30, 40) for i in range(4)]
+    probs = _probs([(0, 0.99), (6, 0.9), (8, 0.9), (5, 0.99), (6, 0.85), (3, 0.85), (1, 0.3)])
+    wall = Option([1, 2], boxes[1:3], 0.0)
+    seam = Option([4, 5], boxes[1:3], 0.0)
+    whole = Option([6], [(30, 0, 90, 40)], -np.inf)
+    field = Field("form", np.zeros((7, 28, 28), np.float32), boxes, [False] * 4, choices=[Choice(1, [wall, seam, whole])])
+    return field, probs
+
+
+def test_digits_touching_across_a_form_wall_are_also_read_whole_by_the_pair_model():
+    """A pair model surer of both digits (0.97 x 0.97) than either parting (0.9 x 0.9, 0.85 x 0.85) gives
+    the reading its digits; with none, the wall parting stands, and the whole blob is never one digit.
+    Unlike a wide blob in a line, the pair reading gets no head start: a surer parting (0.99 x 0.99)
+    keeps its digits."""
+    field, probs = _touching_form_field()
+    pair = StubPairModel(z=5.0)
+    assert _rec(Stub(probs), max_loss=0, pair_model=pair).read(field, probs, "US").digits == "0125"
+    assert pair.calls == 1
+    assert _rec(Stub(probs), max_loss=0, pair_model=None).read(field, probs, "US").digits == "0685"
+    probs[[1, 2]] = _probs([(6, 0.99), (8, 0.99)])
+    assert _rec(Stub(probs), max_loss=0, pair_model=pair).read(field, probs, "US").digits == "0685"

@@ -28,6 +28,7 @@ PAIR_FEATURES = ("bias", "width", "seam", "whole_logp", "pieces_logp", "narrow_s
 PAIR_WEIGHTS = (-8.42, 6.52, -3.51, -7.57, 1.35, -0.08, 0.0)  # no pair model: pieces read by the digit model; AUC 0.864
 PAIR_WEIGHTS_MODEL = (-3.45, 1.54, 0.27, -0.74, -0.11, 1.29, 0.93)  # pieces read by the pair model's heads; AUC 0.998
 HEADS_BONUS = 1.0  # log prior of a wide blob read whole by the pair model over the same split at a seam
+HEADS_BONUS_FORM = 0.0  # the same for two digits touching across a form's box wall (val forms: 0 beat -1 and +1)
 PAIR_BIAS = -2.4  # those lines touch 8x as often as the evaluation's (touch_p 0.06): move the base rate back
 SURE_PAIR = 15.0  # pair-model log-odds above which a narrow first blob is looked at as a pair in a valid reading
 

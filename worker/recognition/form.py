@@ -56,8 +56,9 @@ class FormField:
     crops: list[np.ndarray | None] = field(default_factory=list)
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     # digits touching across a wall, parted along the seam instead of the wall: (first cell, their
-    # crops, their boxes) for a run of cells; read() lets the model choose between the two partings
-    alternatives: list[tuple[int, list[np.ndarray], list[tuple[int, int, int, int]]]] = field(default_factory=list)
+    # crops, their boxes, the whole blob's crop for the pair model or None) for a run of cells; read()
+    # lets the models choose between the partings
+    alternatives: list[tuple[int, list[np.ndarray], list[tuple[int, int, int, int]], np.ndarray | None]] = field(default_factory=list)
 
 
 def page_skew(mask: np.ndarray, max_deg: float) -> float:
@@ -345,8 +346,9 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
             continue
         if run:
             alt = [_crop(comps, seamed[j], clean, cell_h, p) for j in run]
+            whole = _crop(comps, [m for j in run for m in members[j]], clean, cell_h, p) if len(run) == 2 else None
             if all(a is not None for a in alt):
-                alternatives.append((run[0], [a[0] for a in alt], [_shift(a[1], rx0, ry0) for a in alt]))
+                alternatives.append((run[0], [a[0] for a in alt], [_shift(a[1], rx0, ry0) for a in alt], whole[0] if whole else None))
             run = []
     for i, ms in enumerate(members):
         got = _crop(comps, ms, clean, cell_h, p)
@@ -508,6 +510,6 @@ def cut_form(ink: np.ndarray, p: FormParams = FormParams(), prepared=None) -> li
         x1 = int(max(c.ticks[-1] for c in combs))
         y0 = min(c.top for c in combs)
         y1 = max(c.bottom for c in combs)
-        alternatives = [(first, alt, [frame.to_source(b) for b in bxs]) for first, alt, bxs in alternatives]
+        alternatives = [(first, alt, [frame.to_source(b) for b in bxs], whole) for first, alt, bxs, whole in alternatives]
         out.append(FormField([frame.to_source(b) for b in boxes], crops, frame.to_source((x0, y0, x1, y1)), alternatives))
     return out

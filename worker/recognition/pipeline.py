@@ -9,9 +9,9 @@ batch, run ``predict_proba`` once, split the rows back and ``read`` each field::
     readings = [rec.read(f, probs[a:b], region) for f, a, b in zip(fields, offsets, offsets[1:])]
 
 Ambiguous blobs in a line (a wide 0 or two touching digits?), and digits touching across a form's box
-wall (part them at the wall or along the seam?), carry their alternative cuts as extra rows of
-``Field.crops``; ``read`` lets the model's probabilities choose between them. So a field's
-crops may outnumber its glyphs, and the worker must always pass ``len(field.crops)`` rows back.
+wall (parted at the wall or along the seam, or read whole by the pair model?), carry their alternative
+cuts as extra rows of ``Field.crops``; ``read`` lets the models' probabilities choose between them. So a
+field's crops may outnumber its glyphs, and the worker must always pass ``len(field.crops)`` rows back.
 
 Narrow blobs (0.7-1.1 digit heights) are one digit in the batch. A narrow touching pair ("17", a 1
 tucked into a 2) is no wider than a wide 0, so width cannot flag it; what does is the phone rules: when
@@ -183,13 +183,17 @@ class Recognizer:
             crops = [c for c in ff.crops if c is not None]
             row = np.cumsum([c is not None for c in ff.crops]) - 1  # each cell's row in crops
             choices = []
-            for first, alt, boxes in ff.alternatives:  # the wall or the seam: the model's confidence picks
+            for first, alt, boxes, whole in ff.alternatives:  # wall, seam or pair model: the surest reading wins
                 cells = range(first, first + len(alt))
                 if any(ff.crops[c] is None for c in cells):
                     continue
                 default = Option([int(row[c]) for c in cells], [ff.cells[c] for c in cells], 0.0)
-                choices.append(Choice(first, [default, Option(list(range(len(crops), len(crops) + len(alt))), boxes, 0.0)]))
+                options = [default, Option(list(range(len(crops), len(crops) + len(alt))), boxes, 0.0)]
                 crops.extend(alt)
+                if whole is not None:  # two touching digits: the pair model reads the blob whole (never one digit)
+                    options.append(Option([len(crops)], [_union(boxes)], -np.inf))
+                    crops.append(whole)
+                choices.append(Choice(first, options))
             norm = normalize_batch(crops) if crops else np.zeros((0, 28, 28), np.float32)
             out.append(Field("form", norm, list(ff.cells), [c is None for c in ff.crops], choices=choices, box=ff.box))
         return out
@@ -357,7 +361,9 @@ class Recognizer:
         """Wide blobs offered whole or split at a seam (or too wide for one digit, their whole crop kept
         for this) also get the pair model's reading of their two digits, scored like the seam split
         (same width prior) with the heads' probabilities: where one digit is tucked into the other no
-        seam separates them, and the whole-blob reading is right.
+        seam separates them, and the whole-blob reading is right. On forms, two digits touching across
+        a box wall get it too: a 0 spilling into the 3 next door leaves a "C" on one side of the wall
+        and a "B" on the other, and no seam near the wall parts them; the pair model reads the "03".
         Replaces those Choices in ``choices`` and returns ``probs`` with the heads' rows appended."""
         wide = [c for c, ch in enumerate(choices) if any(len(o.rows) == 1 for o in ch.options) and any(len(o.rows) == 2 for o in ch.options)]
         if not wide or self.pair_model is None:
@@ -368,7 +374,8 @@ class Recognizer:
             ch = choices[c]
             seam = next(o for o in ch.options if len(o.rows) == 2)
             r = len(probs) + 2 * i
-            choices[c] = Choice(ch.first, ch.options + [Option([r, r + 1], seam.boxes, seam.prior + choose.HEADS_BONUS)])
+            bonus = choose.HEADS_BONUS_FORM if field.kind == "form" else choose.HEADS_BONUS
+            choices[c] = Choice(ch.first, ch.options + [Option([r, r + 1], seam.boxes, seam.prior + bonus)])
         return np.concatenate([probs, np.stack([left, right], 1).reshape(-1, 10)])
 
     @property
