@@ -216,6 +216,27 @@ def test_a_narrow_touching_pair_carries_a_pair_split():
     assert found >= 3
 
 
+
+def test_two_ones_leaning_together_are_a_narrow_pair_too():
+    """Two 1s whose feet touch make a V only 0.6 digit heights wide, narrower than a wide 0, and the
+    1s were lost (before session 9, 0.7 was the narrowest blob that could be a pair). Narrow 0s beside
+    it stay plain digits."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (200, 100), 0)
+    draw = ImageDraw.Draw(img)
+    draw.line([(60, 20), (73, 70)], fill=255, width=5)
+    draw.line([(88, 20), (75, 70)], fill=255, width=5)
+    for x in (20, 140):
+        draw.ellipse([x, 20, x + 22, 70], outline=255, width=5)
+    cut = linemod.cut_line(np.asarray(img, np.float32) / 255)
+    assert [s.pair_split is not None for s in cut.slots] == [False, True, False]
+    assert 0.55 <= cut.slots[1].ratio < 0.7
+    x0, _, x1, _ = cut.slots[1].options[0].pieces[0].box
+    for split in cut.slots[1].pair_split():  # the pair model reads the V whole; a seam gives the boxes
+        left, right = (pc.box for pc in split.pieces)
+        assert x0 <= left[0] < right[0] and left[2] < right[2] <= x1
+
 # --- the pair model ------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """Fit the touching-pair log-odds of worker/recognition/choose.py on synthetic lines from MNIST *val* digits.
 
-For every blob 0.7-1.1 H wide (where width cannot tell a wide digit from a narrow touching pair) the
+For every blob 0.55-1.1 H wide (where width cannot tell a wide digit from a narrow touching pair) the
 cutter can offer a split; this collects the split's features, the digit model's and the pair model's
 views, and the truth (how many written digits the blob covers, from the sample's digit boxes), then
 fits a logistic regression. Lines touch far more often here (touch_p 0.5) than in the evaluation so

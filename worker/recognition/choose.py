@@ -20,9 +20,9 @@ MAX_LOSS = 9.0  # log-probability a combination may lose against the default (tu
 MAX_TRIES = 24  # combinations examined at most: each costs a validity check (~20 us, more when correcting)
 
 
-# Log-odds that a narrow blob (0.7-1.1 H wide) is a touching pair rather than one digit: logistic
+# Log-odds that a narrow blob (0.55-1.1 H wide) is a touching pair rather than one digit: logistic
 # regressions on blobs of synthetic lines from MNIST *val* digits (touch_p 0.5; fitted by
-# training/pair_prior.py), features in PAIR_FEATURES order. Without the pair model the digit model's
+# training/pair_prior.py on 0.7-1.1 H, before session 9 let narrower blobs in), features in PAIR_FEATURES order. Without the pair model the digit model's
 # doubt about the whole blob says most; with it, the pair model's own log-odds.
 PAIR_FEATURES = ("bias", "width", "seam", "whole_logp", "pieces_logp", "narrow_share", "pair_model")
 PAIR_WEIGHTS = (-8.42, 6.52, -3.51, -7.57, 1.35, -0.08, 0.0)  # no pair model: pieces read by the digit model; AUC 0.864

@@ -47,7 +47,8 @@ class LineParams:
     broken_w: float = 1.3  # ...and together no wider than this
     baseline_tol: float = 0.2  # neighbouring digits' feet differ by up to this much
     split_from: float = 1.1  # narrower blobs are one digit by default (the width prior is for wider ones)
-    pair_from: float = 0.7  # ...but from this width they also carry a "touching pair" split (see Option.pair)
+    pair_from: float = 0.55  # ...but from this width they also carry a "touching pair" split (see Option.pair; 0.7
+    # before session 9: two 1s touching in a V, or a 1 over a 7, are narrower; val lines 262 -> 239 edits)
     whole_below: float = 1.6  # wider blobs are never one digit
     three_from: float = 1.75
     two_at: float = 1.25  # width (in H) where one digit and two are equally likely

@@ -13,7 +13,7 @@ wall (parted at the wall or along the seam, or read whole by the pair model?), c
 cuts as extra rows of ``Field.crops``; ``read`` lets the models' probabilities choose between them. So a
 field's crops may outnumber its glyphs, and the worker must always pass ``len(field.crops)`` rows back.
 
-Narrow blobs (0.7-1.1 digit heights) are one digit in the batch. A narrow touching pair ("17", a 1
+Narrow blobs (0.55-1.1 digit heights) are one digit in the batch. A narrow touching pair ("17", a 1
 tucked into a 2) is no wider than a wide 0, so width cannot flag it; what does is the phone rules: when
 a line's reading is not a valid number, ``read`` takes a second look at that line alone. The touching-
 pair model (models/pairs.json, trained by ``phonereader train-pairs``) reads each narrow or wide blob
