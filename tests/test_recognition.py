@@ -423,3 +423,22 @@ def test_a_zero_whose_side_runs_down_its_box_wall_keeps_that_side(rec, cutter):
         stroke = crop > 0.5
         assert ndimage.binary_fill_holes(stroke).sum() > stroke.sum() + 50  # a loop around a hole
     assert rec.recognize([ink], "form")[0].digits == "00"
+
+
+def test_a_form_digit_keeps_the_faint_rim_of_its_strokes():
+    """A scan's strokes have an anti-aliased rim fainter than the ink threshold, as MNIST's digits do.
+    Cropping at the threshold thinned a thin stroke at 150 dpi and broke it where it was thinnest; the
+    crop keeps the rim next to the digit's own ink (and nothing else faint)."""
+    from worker.recognition import form as formmod
+    from worker.recognition.ink import LOW
+
+    img, bw, bh = _boxes_row(5)
+    big = img.resize((img.width * 4, img.height * 4))
+    ImageDraw.Draw(big).ellipse([4 * (60 + bw + 14), 4 * 62, 4 * (60 + 2 * bw - 14), 4 * 112], outline=0, width=5)
+    ink = 1.0 - np.asarray(big.resize(img.size, Image.BOX), np.float32) / 255.0  # a thin 0, anti-aliased
+    field = formmod.cut_form(ink)[0]
+    assert [c is None for c in field.crops] == [True, False, True, True, True]
+    crop = field.crops[1]
+    assert ((crop > 0.02) & (crop <= LOW)).sum() > 20, "the rim is kept"
+    rim = (crop > 0) & (crop <= LOW)
+    assert not (rim & ~ndimage.binary_dilation(crop > LOW)).any(), "only next to the ink"
