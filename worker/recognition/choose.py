@@ -22,8 +22,9 @@ MAX_TRIES = 24  # combinations examined at most: each costs a validity check (~2
 
 # Log-odds that a narrow blob (0.55-1.1 H wide) is a touching pair rather than one digit: logistic
 # regressions on blobs of synthetic lines from MNIST *val* digits (touch_p 0.5; fitted by
-# training/pair_prior.py on 0.7-1.1 H, before session 9 let narrower blobs in), features in PAIR_FEATURES order. Without the pair model the digit model's
-# doubt about the whole blob says most; with it, the pair model's own log-odds.
+# training/pair_prior.py on 0.7-1.1 H, before session 9 let narrower blobs in), features in
+# PAIR_FEATURES order. Without the pair model the digit model's doubt about the whole blob says most;
+# with it, the pair model's own log-odds.
 PAIR_FEATURES = ("bias", "width", "seam", "whole_logp", "pieces_logp", "narrow_share", "pair_model")
 PAIR_WEIGHTS = (-8.42, 6.52, -3.51, -7.57, 1.35, -0.08, 0.0)  # no pair model: pieces read by the digit model; AUC 0.864
 PAIR_WEIGHTS_MODEL = (-3.45, 1.54, 0.27, -0.74, -0.11, 1.29, 0.93)  # pieces read by the pair model's heads; AUC 0.998

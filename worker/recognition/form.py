@@ -264,10 +264,10 @@ def _wipe_rules(sub: np.ndarray, rules: list[tuple[bool, int, int, int, int]]) -
         run = np.where((~up).any(0), (~up).argmax(0), up.shape[0]) + np.where((~down).any(0), (~down).argmax(0), down.shape[0]) - 1
         lo, hi = max(0, centre - width // 2 - 2), min(limit, centre + (width + 1) // 2 + 2)
         alone = run <= width + 2
-        across = values[lo:hi, a:b].sum(0)  # ink across the rule at each point along it
-        plain = alone & (run > 0)
-        if plain.any():
-            alone &= ~((run > width) & (across > ALONG * float(np.median(across[plain]))))
+        along, plain = alone & (run > width), alone & (run > 0)  # a stroke along the rule, or the rule alone?
+        if along.any() and plain.any():
+            across = values[lo:hi, a:b].sum(0)  # ink across the rule at each point along it
+            alone &= ~(along & (across > ALONG * float(np.median(across[plain]))))
         lines = np.flatnonzero(alone) + a
         if horizontal:
             out[lo:hi, lines] = 0.0
@@ -347,8 +347,8 @@ def _cells(work: np.ndarray, combs: list[Comb], p: FormParams):
             continue
         if run:
             alt = [_crop(comps, seamed[j], clean, cell_h, p) for j in run]
-            whole = _crop(comps, [m for j in run for m in members[j]], clean, cell_h, p) if len(run) == 2 else None
             if all(a is not None for a in alt):
+                whole = _crop(comps, [m for j in run for m in members[j]], clean, cell_h, p) if len(run) == 2 else None
                 alternatives.append((run[0], [a[0] for a in alt], [_shift(a[1], rx0, ry0) for a in alt], whole[0] if whole else None))
             run = []
     for i, ms in enumerate(members):
@@ -420,7 +420,8 @@ def _crop(comps, ms, clean: np.ndarray, cell_h: float, p: FormParams):
     # the strokes' faint anti-aliased rim (below the ink threshold) comes along, as MNIST's digits have
     # one: cut off, a thin stroke at 150 dpi thins and breaks (session 9: val forms 169 -> 154 edits)
     ys, xs = slice(max(0, y0 - 1), y1 + 1), slice(max(0, x0 - 1), x1 + 1)
-    keep = mask[ys, xs] | (ndimage.binary_dilation(mask[ys, xs]) & (clean[ys, xs] <= inkmod.LOW))
+    own = mask[ys, xs]
+    keep = own | (ndimage.binary_dilation(own) & (clean[ys, xs] <= inkmod.LOW))
     return np.where(keep, clean[ys, xs], 0.0).astype(np.float32), (x0, y0, x1, y1)
 
 
