@@ -35,6 +35,19 @@ class ModelFiles(BaseModel):
     onnx_sha256: str | None = None
 
 
+class SecondOpinion(BaseModel):
+    """A bigger model this one defers to on the crops it doubts (worker.engine.DigitModel.serving).
+
+    It belongs to the card, not the settings: the pairing and its threshold were judged for these two
+    models, and a model fine-tuned on users' corrections must not be outvoted by one that was not.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    card: str = Field(pattern=r"^[\w.-]+\.json$", description="The other model's card, a file beside this one.")
+    version: str = Field(description="The other model's version; a retrained one is not paired silently.")
+    below: float = Field(gt=0, le=1, description="Crops whose top probability is below this are also read by it.")
+
+
 class Metrics(BaseModel):
     model_config = ConfigDict(extra="allow")
     val_accuracy: float | None = None
@@ -70,6 +83,7 @@ class ModelCard(BaseModel):
     temperature: float = Field(1.0, gt=0)
     files: ModelFiles
     metrics: Metrics = Field(default_factory=Metrics)
+    second_opinion: SecondOpinion | None = None
     training: Training = Field(default_factory=Training)
 
     @property

@@ -69,8 +69,8 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
 
     serve = tmp_path / "serve" / "default.json"  # the workers serve a copy; models/default.* is never touched
     serve.parent.mkdir()
-    for f in ("default.json", "default.onnx", "default.safetensors"):
-        shutil.copy(ROOT / "models" / f, serve.parent / f)
+    for f in ("default.json", "default.onnx", "default.safetensors", "wide.json", "wide.onnx", "wide.safetensors"):
+        shutil.copy(ROOT / "models" / f, serve.parent / f)  # default.json names wide.json as its second opinion
     corrections = tmp_path / "corrections"
     env = {"PHONEREADER_MODEL_PATH": str(serve), "PHONEREADER_CORRECTIONS_DIR": str(corrections),
            "PHONEREADER_ADMIN_TOKEN": TOKEN, "PHONEREADER_MODEL_RELOAD_S": "0.3"}
@@ -128,7 +128,10 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
 
     from phonereader.modelcard import load_card
 
-    new_version, old_version = load_card(card).version, load_card(ROOT / "models" / "default.json").version
+    # The committed model serves with its second opinion; the fine-tuned card names none, so its own
+    # reading of a regional 1 is not outvoted by a model that never saw one.
+    new_version = load_card(card).version
+    old_version = f"{load_card(ROOT / 'models' / 'default.json').version}+{load_card(ROOT / 'models' / 'wide.json').version}"
     printed = cli(["evaluate", str(card), "--extra", str(export), "--baseline", str(ROOT / "models" / "default.json"),
                    "--limit", "2000", "--device", "cpu", "--data", str(mnist_dir)])
     scores = json.loads(printed.strip().splitlines()[-1])

@@ -48,6 +48,53 @@ def test_predict_proba_is_calibrated_softmax():
         model.predict_proba(np.zeros((2, 32, 32), np.float32))
 
 
+def test_a_second_opinion_reads_only_the_doubtful_crops_and_is_averaged_in(monkeypatch):
+    first, second = DigitModel.load(CARD, runtime="onnx"), DigitModel.load(CARD.with_name("lenet5.json"), runtime="onnx")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.random((20, 28, 28), dtype=np.float32) ** 4, np.zeros((4, 28, 28), np.float32)])
+    alone, theirs = first.predict_proba(x), second.predict_proba(x)
+    doubt = alone.max(1) < 0.99
+    assert 0 < doubt.sum() < len(x)  # both kinds of row, or the test proves nothing
+    asked = []
+    spy = second.predict_proba
+    monkeypatch.setattr(second, "predict_proba", lambda d: asked.append(len(d)) or spy(d))
+    both = first.with_second_opinion(second, 0.99).predict_proba(x)
+    assert asked == [doubt.sum()]
+    np.testing.assert_allclose(both[~doubt], alone[~doubt], atol=1e-6)
+    mean = np.sqrt(alone[doubt] * theirs[doubt])
+    np.testing.assert_allclose(both[doubt], mean / mean.sum(1, keepdims=True), atol=1e-5)
+    assert first.version.endswith("+" + second.card.version)
+
+
+
+def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_dir):
+    from phonereader.config import Settings
+
+    served = DigitModel.serving(Settings())  # the committed default.json pairs itself with wide.json
+    assert served.second is not None and served.second.card.name == "wide" and served.second_below == 0.99
+    assert served.version == f"{served.card.version}+{served.second.card.version}"
+    assert DigitModel.serving(Settings(second_opinion=False)).second is None
+    edit_card(model_dir / "default.json", second_opinion=None)  # what `train --extra` writes: no pairing
+    assert DigitModel.serving(Settings(), model_dir / "default.json").second is None
+    edit_card(model_dir / "default.json", second_opinion={"card": "wide.json", "version": "wide-0", "below": 0.9})
+    with pytest.raises(ModelFileError, match="wide.json.*not found"):
+        DigitModel.serving(Settings(), model_dir / "default.json")
+    for ext in ("json", "onnx", "safetensors"):
+        shutil.copy(CARD.with_name(f"wide.{ext}"), model_dir / f"wide.{ext}")
+    with pytest.raises(ModelFileError, match="paired with wide-0"):
+        DigitModel.serving(Settings(), model_dir / "default.json")
+    edit_card(model_dir / "default.json", second_opinion={"card": "../wide.json", "version": "wide-0", "below": 0.9})
+    with pytest.raises(ModelFileError, match="second_opinion.card"):
+        DigitModel.load(model_dir / "default.json")
+
+
+def test_a_second_opinion_must_share_the_normalisation(model_dir):
+    edit_card(model_dir / "default.json", input__normalize_version="0+older")
+    older = DigitModel.load(model_dir / "default.json")
+    with pytest.raises(ModelFileError, match="normalisation 0\\+older"):
+        DigitModel.load(CARD).with_second_opinion(older, 0.99)
+
+
 def test_engine_serves_without_torch():
     code = (
         "import sys, numpy as np; sys.modules['torch'] = None\n"  # any torch import would now fail

@@ -83,7 +83,7 @@ def offline():
     from worker.recognition import Recognizer
 
     settings = get_settings()
-    model = DigitModel.load(settings.model_path, "cpu", "onnx")
+    model = DigitModel.serving(settings, device="cpu", runtime="onnx")
     rec = Recognizer(model, settings)
 
     def read(files: list[bytes], kind: str, region: str = "US"):

@@ -68,7 +68,7 @@ def run_batcher_benchmark(clients: list[int], sizes: list[int], delays: list[flo
 
     settings = get_settings()
     console = Console()
-    model = DigitModel.load(settings.model_path, "cpu", "onnx", threads=threads or None)
+    model = DigitModel.serving(settings, device="cpu", runtime="onnx", threads=threads or None)
     rng = np.random.default_rng(0)
     console.print(f"model {model.version} ({model.runtime} on {model.device}); {crops} crops per request")
 

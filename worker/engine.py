@@ -37,10 +37,38 @@ class DigitModel:
     def __init__(self, card: ModelCard, card_path: Path, runtime: str, device: str, run):
         self.card, self.card_path, self.runtime, self.device = card, card_path, runtime, device
         self._run = run  # (N,1,28,28) float32, mean/std-normalised -> (N,10) float32 logits
+        self.second: DigitModel | None = None  # see with_second_opinion
+        self.second_below = 0.0
 
     @property
     def version(self) -> str:
-        return self.card.version
+        return self.card.version + (f"+{self.second.card.version}" if self.second else "")
+
+    @classmethod
+    def serving(cls, settings, card_path: Path | str | None = None, device: str | None = None,
+                runtime: Runtime | None = None, threads: int | None = None) -> "DigitModel":
+        """The model a worker serves: the card at ``settings.model_path`` (or ``card_path``), with the
+        second opinion its card names (unless ``settings.second_opinion`` is off)."""
+        model = cls.load(card_path or settings.model_path, device or settings.device, runtime or settings.runtime, threads)
+        pairing = model.card.second_opinion
+        if pairing and settings.second_opinion:
+            second = cls.load(model.card_path.parent / pairing.card, model.device, model.runtime, threads)
+            if second.version != pairing.version:
+                raise ModelFileError(f"{second.card_path}: is {second.version}, but {model.card_path} was paired "
+                                     f"with {pairing.version}")
+            model.with_second_opinion(second, pairing.below)
+        return model
+
+    def with_second_opinion(self, second: "DigitModel", below: float) -> "DigitModel":
+        """Crops this model is less than ``below`` sure of are also read by ``second`` (a bigger model,
+        too slow to read every crop), and the two opinions are averaged. Most crops are clear, so the
+        cost is a few percent of the bigger model's; the doubtful ones are where the errors are."""
+        if second.card.input.normalize_version != self.card.input.normalize_version:
+            raise ModelFileError(
+                f"{second.card_path}: trained on normalisation {second.card.input.normalize_version}, "
+                f"but {self.card_path} on {self.card.input.normalize_version}")
+        self.second, self.second_below = second, below
+        return self
 
     @classmethod
     def load(cls, card_path: Path | str, device: str = "auto", runtime: Runtime = "auto", threads: int | None = None) -> "DigitModel":
@@ -76,8 +104,16 @@ class DigitModel:
         return self._run(np.ascontiguousarray(x, dtype=np.float32))
 
     def predict_proba(self, digits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities softmax(logits / T), (N,10) float32; rows sum to 1."""
-        return softmax(self.logits(digits) / self.card.temperature)
+        """Calibrated probabilities softmax(logits / T), (N,10) float32; rows sum to 1. With a second
+        opinion, the doubtful rows are the geometric mean of both models' calibrated probabilities."""
+        probs = softmax(self.logits(digits) / self.card.temperature)
+        if self.second is None:
+            return probs
+        doubt = probs.max(axis=1) < self.second_below
+        if doubt.any():
+            other = self.second.predict_proba(np.asarray(digits)[doubt])
+            probs[doubt] = softmax(0.5 * (np.log(probs[doubt] + 1e-12) + np.log(other + 1e-12)))
+        return probs
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

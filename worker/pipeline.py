@@ -67,8 +67,7 @@ class Reader:
         from worker.engine import DigitModel
         from worker.recognition import Recognizer
 
-        model = DigitModel.load(settings.model_path, settings.device, settings.runtime,
-                                threads=settings.worker_model_threads or None)
+        model = DigitModel.serving(settings, threads=settings.worker_model_threads or None)
         client = client or redis.Redis.from_url(settings.redis_url, health_check_interval=10)
         store = ResultStore(client, settings.redis_prefix, settings.result_ttl_s)
         return cls(settings, model, Recognizer(model, settings), store)
@@ -77,7 +76,7 @@ class Reader:
         from worker.engine import DigitModel
 
         s = self.settings
-        return DigitModel.load(self.model.card_path, s.device, s.runtime, threads=s.worker_model_threads or None)
+        return DigitModel.serving(s, self.model.card_path, threads=s.worker_model_threads or None)
 
     def _swapped(self, model) -> None:
         self.model = model

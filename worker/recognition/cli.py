@@ -260,7 +260,7 @@ def bench_recognize(
 
     settings = _settings()
     samples = synth.make_lines(synth.DigitPool("val", data), n, seed)  # speed only: val digits, no test use
-    model = DigitModel.load(settings.model_path, device="cpu", runtime="onnx", threads=1)
+    model = DigitModel.serving(settings, device="cpu", runtime="onnx", threads=1)
     rec = Recognizer(model=model, settings=settings)
 
     def best(fn) -> tuple[float, float]:

@@ -158,8 +158,7 @@ class Recognizer:
         if self._model is None:
             from worker.engine import DigitModel
 
-            s = self.settings
-            self._model = DigitModel.load(s.model_path, device=s.device, runtime=s.runtime)
+            self._model = DigitModel.serving(self.settings)
         return self._model
 
     # --- cut: model-free -----------------------------------------------------------------------
