@@ -88,6 +88,26 @@ def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_
         DigitModel.load(model_dir / "default.json")
 
 
+def test_the_second_opinion_command_pairs_and_unpairs_a_card(model_dir):
+    from typer.testing import CliRunner
+
+    from phonereader.cli import app
+    from phonereader.config import Settings
+
+    for ext in ("json", "onnx", "safetensors"):
+        shutil.copy(CARD.with_name(f"wide.{ext}"), model_dir / f"wide.{ext}")
+    card = model_dir / "default.json"
+    out = CliRunner().invoke(app, ["second-opinion", str(card)])
+    assert out.exit_code == 0, out.output
+    assert DigitModel.serving(Settings(), card).second is None
+    out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), "--below", "0.95"])
+    assert out.exit_code == 0, out.output
+    served = DigitModel.serving(Settings(), card)
+    assert served.second.card_path == model_dir / "wide.json" and served.second_below == 0.95
+    out = CliRunner().invoke(app, ["second-opinion", str(card), str(CARD.with_name("wide.json"))])
+    assert out.exit_code == 1 and "must sit beside" in out.output
+
+
 def test_a_second_opinion_must_share_the_normalisation(model_dir):
     edit_card(model_dir / "default.json", input__normalize_version="0+older")
     older = DigitModel.load(model_dir / "default.json")

@@ -100,6 +100,29 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         except (DataError, ModelFileError, ExtraDataError, ValueError) as e:
             _fail(e)
 
+    @app.command("second-opinion")
+    def second_opinion(
+        card: Path = typer.Argument(..., help="The served model's card (e.g. models/default.json)."),
+        second: Optional[Path] = typer.Argument(None, help="The bigger model's card, in the same folder. Omit to unpair."),
+        below: float = typer.Option(0.99, min=0.0, max=1.0, help="Crops CARD is less sure of than this are read by both."),
+    ) -> None:
+        """Pair a model with a bigger one that reads the crops it doubts (or, without SECOND, unpair it).
+        The pairing is written into CARD: judge it with evaluate-pipeline --split val first."""
+        from phonereader.modelcard import ModelFileError, SecondOpinion, load_card, save_card
+
+        try:
+            main = load_card(card)
+            if second is None:
+                main.second_opinion = None
+            else:
+                if second.resolve().parent != card.resolve().parent:
+                    raise ValueError(f"{second}: the second model's card must sit beside {card}")
+                main.second_opinion = SecondOpinion(card=second.name, version=load_card(second).version, below=below)
+            save_card(main, card)
+        except (ModelFileError, ValueError) as e:
+            _fail(e)
+        typer.echo(f"{card}: " + (f"second opinion {second.name} below {below}" if second else "no second opinion"))
+
     @bench.command("model")
     def bench_model(
         models: str = typer.Option("default,lenet5,mlp", help="Comma-separated card names in --dir, or card paths."),
