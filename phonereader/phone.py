@@ -61,6 +61,20 @@ def is_valid(digits: str, region: str, plus: bool = False) -> bool:
     return num is not None and phonenumbers.is_valid_number(num)
 
 
+def _possible_length(digits: str, region: str) -> bool:
+    """Could some substitution of these digits be a number of the region? Mostly a question of length,
+    but a first digit that becomes the national prefix changes the length of the national number: a
+    British "07911 123456" whose filled-in 0 was read as 8 is eleven national digits, which no British
+    number has, until the 8 goes back to 0."""
+    prefix = national_prefix(region)
+    heads = [digits] + ([prefix + digits[len(prefix):]] if prefix and len(digits) > len(prefix) else [])
+    for head in heads:
+        num = _parse(head, region, False)
+        if num is not None and phonenumbers.is_possible_number(num):
+            return True
+    return False
+
+
 def national_prefix(region: str) -> str:
     """The digits people may write before the national number (the US 1, a British or French 0), or ''."""
     return phonenumbers.ndd_prefix_for_region(region.upper(), True) or ""
@@ -107,8 +121,7 @@ def correct(
     top = "".join(str(d) for d in order[:, 0])
     if is_valid(top, region, plus):
         return None
-    num = _parse(top, region, plus)
-    if not plus and (num is None or not phonenumbers.is_possible_number(num)):
+    if not plus and not _possible_length(top, region):
         return None  # wrong length for the region: no substitution of digits can fix it
     floor = logp[:, 0].sum() + np.log(min_ratio)
     start = (0,) * n

@@ -43,6 +43,17 @@ def test_wrong_length_is_not_corrected_by_substitution():
     assert phone.correct(table("212555014"), "US") is None
 
 
+def test_a_trunk_zero_read_as_another_digit_is_corrected_though_the_length_then_looks_wrong():
+    # A filled-in 0 read as 8: eleven national digits, which no British number has, until the 8 is a 0
+    # again. Substitution can fix that length, so the search must run (it once gave up at the length check).
+    probs = table("87911123456", alts={0: (0, 0.3)})
+    assert not phone.is_valid("87911123456", "GB")
+    assert "".join(map(str, phone.correct(probs, "GB"))) == "07911123456"
+    probs = table("3612345678", alts={0: (0, 0.3)})  # French: 06 12 34 56 78 with its 0 read as 3
+    assert "".join(map(str, phone.correct(probs, "FR"))) == "0612345678"
+    assert phone.correct(table("87911123456789", alts={0: (0, 0.3)}), "GB") is None  # too long either way
+
+
 def test_international_numbers_with_plus():
     info = phone.info("442079460018", "US", plus=True)
     assert info.valid and info.e164 == "+442079460018" and info.region == "GB"
