@@ -39,6 +39,15 @@ def test_no_correction_when_the_alternative_is_too_unlikely():
     assert phone.correct(probs, "US") is None
 
 
+def test_a_correction_may_be_a_hundred_times_less_likely_than_the_top_reading():
+    probs = table("1125550142")
+    probs[0] = 0.0
+    probs[0, 1], probs[0, 7] = 0.985, 0.015  # the valid 7 at 1.5% of the invalid 1: within phone.MIN_RATIO
+    assert "".join(map(str, phone.correct(probs, "US"))) == "7125550142"
+    probs[0, 1], probs[0, 7] = 0.995, 0.005  # at 0.5% it is not
+    assert phone.correct(probs, "US") is None
+
+
 def test_wrong_length_is_not_corrected_by_substitution():
     assert phone.correct(table("212555014"), "US") is None
 
