@@ -15,10 +15,15 @@ from worker.engine import DigitModel
 CARD = ROOT / "models" / "default.json"
 
 
+def copy_model(name: str, folder):
+    """A committed model's card and weight files, copied into ``folder``."""
+    for ext in ("json", "onnx", "safetensors"):
+        shutil.copy(CARD.with_name(f"{name}.{ext}"), folder / f"{name}.{ext}")
+
+
 @pytest.fixture
 def model_dir(tmp_path):
-    for ext in ("json", "onnx", "safetensors"):
-        shutil.copy(CARD.with_suffix(f".{ext}"), tmp_path / f"default.{ext}")
+    copy_model("default", tmp_path)
     return tmp_path
 
 
@@ -66,7 +71,6 @@ def test_a_second_opinion_reads_only_the_doubtful_crops_and_is_averaged_in(monke
     assert first.version.endswith("+" + second.card.version)
 
 
-
 def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_dir):
     from phonereader.config import Settings
 
@@ -79,8 +83,7 @@ def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_
     edit_card(model_dir / "default.json", second_opinion={"card": "wide.json", "version": "wide-0", "below": 0.9})
     with pytest.raises(ModelFileError, match="wide.json.*not found"):
         DigitModel.serving(Settings(), model_dir / "default.json")
-    for ext in ("json", "onnx", "safetensors"):
-        shutil.copy(CARD.with_name(f"wide.{ext}"), model_dir / f"wide.{ext}")
+    copy_model("wide", model_dir)
     with pytest.raises(ModelFileError, match="paired with wide-0"):
         DigitModel.serving(Settings(), model_dir / "default.json")
     edit_card(model_dir / "default.json", second_opinion={"card": "../wide.json", "version": "wide-0", "below": 0.9})
@@ -94,8 +97,7 @@ def test_the_second_opinion_command_pairs_and_unpairs_a_card(model_dir):
     from phonereader.cli import app
     from phonereader.config import Settings
 
-    for ext in ("json", "onnx", "safetensors"):
-        shutil.copy(CARD.with_name(f"wide.{ext}"), model_dir / f"wide.{ext}")
+    copy_model("wide", model_dir)
     card = model_dir / "default.json"
     out = CliRunner().invoke(app, ["second-opinion", str(card)])
     assert out.exit_code == 0, out.output

@@ -76,7 +76,7 @@ class DigitCNN(nn.Module):
 class WideCNN(DigitCNN):
     """``default`` at twice the width (32-64-128, dense 128): about 4x its compute. Too slow to read every
     crop within the 40,000 digits/s budget, so it serves as a second opinion on the crops ``default`` is
-    unsure of (worker/engine.py, ``SecondOpinion``)."""
+    unsure of (``DigitModel.with_second_opinion`` in worker/engine.py)."""
 
     def __init__(self, c1: int = 32, c2: int = 64, c3: int = 128, head: int = 128, dropout: float = 0.1):
         super().__init__(c1, c2, c3, head, dropout)
