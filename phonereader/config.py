@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # --- model and runtime ---------------------------------------------------------------
     model_path: Path = Field(ROOT / "models" / "default.json", description="The model's metadata JSON.")
-    second_opinion: bool = Field(True, description="Ask the second model the card names about doubtful crops.")
+    second_opinion: bool = Field(True, description="Ask the second-opinion models the card names about doubtful crops.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     runtime: Literal["auto", "onnx", "torch"] = "auto"
     # defaults from `phonereader bench batcher` and `phonereader bench queue` (see README)

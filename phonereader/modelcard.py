@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FORMAT = "phonereader-digit-model/1"
 
@@ -35,17 +35,33 @@ class ModelFiles(BaseModel):
     onnx_sha256: str | None = None
 
 
-class SecondOpinion(BaseModel):
-    """A bigger model this one defers to on the crops it doubts (worker.engine.DigitModel.serving).
-
-    It belongs to the card, not the settings: the pairing and its threshold were judged for these two
-    models, and a model fine-tuned on users' corrections must not be outvoted by one that was not.
-    """
+class PairedModel(BaseModel):
+    """One model of a second opinion, pinned to its version: a retrained one is not paired silently."""
 
     model_config = ConfigDict(extra="forbid")
     card: str = Field(pattern=r"^[\w.-]+\.json$", description="The other model's card, a file beside this one.")
-    version: str = Field(description="The other model's version; a retrained one is not paired silently.")
-    below: float = Field(gt=0, le=1, description="Crops whose top probability is below this are also read by it.")
+    version: str = Field(description="The other model's version.")
+
+
+class SecondOpinion(BaseModel):
+    """Bigger models this one defers to on the crops it doubts (worker.engine.DigitModel.serving).
+
+    It belongs to the card, not the settings: the pairing and its threshold were judged for these
+    models, and a model fine-tuned on users' corrections must not be outvoted by ones that were not.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    models: list[PairedModel] = Field(min_length=1, description="Read the doubtful crops too; all opinions weigh the same.")
+    below: float = Field(gt=0, le=1, description="Crops whose top probability is below this are also read by them.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model(cls, data):
+        """Cards paired before second opinions could be several name one model as card + version."""
+        if isinstance(data, dict) and "card" in data:
+            data = {k: v for k, v in data.items() if k not in ("card", "version")} | {
+                "models": [{"card": data["card"], "version": data.get("version")}]}
+        return data
 
 
 class Metrics(BaseModel):

@@ -65,12 +65,15 @@ def accuracy(reads, digit: str | None = None) -> float:
 def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
     if not model_available():
         pytest.skip("no committed model")
+    from phonereader.modelcard import load_card
     from training.extra import deploy
 
     serve = tmp_path / "serve" / "default.json"  # the workers serve a copy; models/default.* is never touched
     serve.parent.mkdir()
-    for f in ("default.json", "default.onnx", "default.safetensors", "wide.json", "wide.onnx", "wide.safetensors"):
-        shutil.copy(ROOT / "models" / f, serve.parent / f)  # default.json names wide.json as its second opinion
+    paired = [m.card.removesuffix(".json") for m in load_card(ROOT / "models" / "default.json").second_opinion.models]
+    for name in ["default", *paired]:  # default.json names its second opinion's cards, which sit beside it
+        for ext in ("json", "onnx", "safetensors"):
+            shutil.copy(ROOT / "models" / f"{name}.{ext}", serve.parent / f"{name}.{ext}")
     corrections = tmp_path / "corrections"
     env = {"PHONEREADER_MODEL_PATH": str(serve), "PHONEREADER_CORRECTIONS_DIR": str(corrections),
            "PHONEREADER_ADMIN_TOKEN": TOKEN, "PHONEREADER_MODEL_RELOAD_S": "0.3"}
@@ -126,12 +129,10 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
         time.sleep(0.5)
         after, versions_after = read_all(svc, held)
 
-    from phonereader.modelcard import load_card
-
     # The committed model serves with its second opinion; the fine-tuned card names none, so its own
     # reading of a regional 1 is not outvoted by a model that never saw one.
     new_version = load_card(card).version
-    old_version = f"{load_card(ROOT / 'models' / 'default.json').version}+{load_card(ROOT / 'models' / 'wide.json').version}"
+    old_version = "+".join(load_card(ROOT / "models" / f"{name}.json").version for name in ["default", *paired])
     printed = cli(["evaluate", str(card), "--extra", str(export), "--baseline", str(ROOT / "models" / "default.json"),
                    "--limit", "2000", "--device", "cpu", "--data", str(mnist_dir)])
     scores = json.loads(printed.strip().splitlines()[-1])

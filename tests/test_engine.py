@@ -55,39 +55,54 @@ def test_predict_proba_is_calibrated_softmax():
 
 def test_a_second_opinion_reads_only_the_doubtful_crops_and_is_averaged_in(monkeypatch):
     first, second = DigitModel.load(CARD, runtime="onnx"), DigitModel.load(CARD.with_name("lenet5.json"), runtime="onnx")
+    third = DigitModel.load(CARD.with_name("mlp.json"), runtime="onnx")
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.random((20, 28, 28), dtype=np.float32) ** 4, np.zeros((4, 28, 28), np.float32)])
-    alone, theirs = first.predict_proba(x), second.predict_proba(x)
+    alone, theirs, thirds = first.predict_proba(x), second.predict_proba(x), third.predict_proba(x)
     doubt = alone.max(1) < 0.99
     assert 0 < doubt.sum() < len(x)  # both kinds of row, or the test proves nothing
     asked = []
     spy = second.predict_proba
     monkeypatch.setattr(second, "predict_proba", lambda d: asked.append(len(d)) or spy(d))
-    both = first.with_second_opinion(second, 0.99).predict_proba(x)
+    both = first.with_second_opinion([second], 0.99).predict_proba(x)
     assert asked == [doubt.sum()]
     np.testing.assert_allclose(both[~doubt], alone[~doubt], atol=1e-6)
     mean = np.sqrt(alone[doubt] * theirs[doubt])
     np.testing.assert_allclose(both[doubt], mean / mean.sum(1, keepdims=True), atol=1e-5)
-    assert first.version.endswith("+" + second.card.version)
+    assert first.version == f"{first.card.version}+{second.card.version}"
+
+    all_three = first.with_second_opinion([second, third], 0.99).predict_proba(x)  # each opinion weighs a third
+    mean = np.cbrt((alone[doubt] + 1e-12) * (theirs[doubt] + 1e-12) * (thirds[doubt] + 1e-12))  # 1e-12: no veto
+    np.testing.assert_allclose(all_three[doubt], mean / mean.sum(1, keepdims=True), atol=1e-5)
+    np.testing.assert_allclose(all_three[~doubt], alone[~doubt], atol=1e-6)
+    assert first.version == f"{first.card.version}+{second.card.version}+{third.card.version}"
 
 
 def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_dir):
     from phonereader.config import Settings
+    from phonereader.modelcard import load_card
 
-    served = DigitModel.serving(Settings())  # the committed default.json pairs itself with wide.json
-    assert served.second is not None and served.second.card.name == "wide" and served.second_below == 0.99
-    assert served.version == f"{served.card.version}+{served.second.card.version}"
-    assert DigitModel.serving(Settings(second_opinion=False)).second is None
+    served = DigitModel.serving(Settings())  # the committed default.json pairs itself with the wide models
+    assert [m.card.name for m in served.second] == ["wide", "wide1", "wide2"] and served.second_below == 0.99
+    assert served.version == "+".join([served.card.version] + [m.card.version for m in served.second])
+    assert DigitModel.serving(Settings(second_opinion=False)).second == []
     edit_card(model_dir / "default.json", second_opinion=None)  # what `train --extra` writes: no pairing
-    assert DigitModel.serving(Settings(), model_dir / "default.json").second is None
-    edit_card(model_dir / "default.json", second_opinion={"card": "wide.json", "version": "wide-0", "below": 0.9})
+    assert DigitModel.serving(Settings(), model_dir / "default.json").second == []
+    pairing = {"models": [{"card": "wide.json", "version": "wide-0"}], "below": 0.9}
+    edit_card(model_dir / "default.json", second_opinion=pairing)
     with pytest.raises(ModelFileError, match="wide.json.*not found"):
         DigitModel.serving(Settings(), model_dir / "default.json")
     copy_model("wide", model_dir)
     with pytest.raises(ModelFileError, match="paired with wide-0"):
         DigitModel.serving(Settings(), model_dir / "default.json")
-    edit_card(model_dir / "default.json", second_opinion={"card": "../wide.json", "version": "wide-0", "below": 0.9})
-    with pytest.raises(ModelFileError, match="second_opinion.card"):
+    wide = load_card(model_dir / "wide.json").version  # a card paired with one model, as session 10 wrote it
+    edit_card(model_dir / "default.json", second_opinion={"card": "wide.json", "version": wide, "below": 0.9})
+    assert [m.card.name for m in DigitModel.serving(Settings(), model_dir / "default.json").second] == ["wide"]
+    edit_card(model_dir / "default.json", second_opinion={"models": [{"card": "../wide.json", "version": wide}], "below": 0.9})
+    with pytest.raises(ModelFileError, match=r"second_opinion\.models\.0\.card"):
+        DigitModel.load(model_dir / "default.json")
+    edit_card(model_dir / "default.json", second_opinion={"models": [], "below": 0.9})
+    with pytest.raises(ModelFileError, match=r"second_opinion\.models"):
         DigitModel.load(model_dir / "default.json")
 
 
@@ -98,23 +113,29 @@ def test_the_second_opinion_command_pairs_and_unpairs_a_card(model_dir):
     from phonereader.config import Settings
 
     copy_model("wide", model_dir)
+    copy_model("lenet5", model_dir)
     card = model_dir / "default.json"
     out = CliRunner().invoke(app, ["second-opinion", str(card)])
     assert out.exit_code == 0, out.output
-    assert DigitModel.serving(Settings(), card).second is None
+    assert DigitModel.serving(Settings(), card).second == []
     out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), "--below", "0.95"])
     assert out.exit_code == 0, out.output
     served = DigitModel.serving(Settings(), card)
-    assert served.second.card_path == model_dir / "wide.json" and served.second_below == 0.95
+    assert [m.card_path for m in served.second] == [model_dir / "wide.json"] and served.second_below == 0.95
+    out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), str(model_dir / "lenet5.json")])
+    assert out.exit_code == 0, out.output
+    assert [m.card.name for m in DigitModel.serving(Settings(), card).second] == ["wide", "lenet5"]
     out = CliRunner().invoke(app, ["second-opinion", str(card), str(CARD.with_name("wide.json"))])
     assert out.exit_code == 1 and "must sit beside" in out.output
+    out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), "--below", "0"])
+    assert out.exit_code == 1 and "--below 0.0: must be above 0" in out.output
 
 
 def test_a_second_opinion_must_share_the_normalisation(model_dir):
     edit_card(model_dir / "default.json", input__normalize_version="0+older")
     older = DigitModel.load(model_dir / "default.json")
     with pytest.raises(ModelFileError, match="normalisation 0\\+older"):
-        DigitModel.load(CARD).with_second_opinion(older, 0.99)
+        DigitModel.load(CARD).with_second_opinion([DigitModel.load(CARD.with_name("wide.json")), older], 0.99)
 
 
 def test_engine_serves_without_torch():

@@ -103,25 +103,29 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command("second-opinion")
     def second_opinion(
         card: Path = typer.Argument(..., help="The served model's card (e.g. models/default.json)."),
-        second: Optional[Path] = typer.Argument(None, help="The bigger model's card, in the same folder. Omit to unpair."),
-        below: float = typer.Option(0.99, min=0.0, max=1.0, help="Crops CARD is less sure of than this are read by both."),
+        others: Optional[list[Path]] = typer.Argument(None, help="The bigger models' cards, in the same folder. None: unpair."),
+        below: float = typer.Option(0.99, min=0.0, max=1.0, help="Crops CARD is less sure of than this are read by all."),
     ) -> None:
-        """Pair a model with a bigger one that reads the crops it doubts (or, without SECOND, unpair it).
+        """Pair a model with bigger ones that read the crops it doubts (or, with none, unpair it).
         The pairing is written into CARD: judge it with evaluate-pipeline --split val first."""
-        from phonereader.modelcard import ModelFileError, SecondOpinion, load_card, save_card
+        from phonereader.modelcard import ModelFileError, PairedModel, SecondOpinion, load_card, save_card
 
         try:
             main = load_card(card)
-            if second is None:
-                main.second_opinion = None
-            else:
-                if second.resolve().parent != card.resolve().parent:
-                    raise ValueError(f"{second}: the second model's card must sit beside {card}")
-                main.second_opinion = SecondOpinion(card=second.name, version=load_card(second).version, below=below)
+            main.second_opinion = None
+            for other in others or []:
+                if other.resolve().parent != card.resolve().parent:
+                    raise ValueError(f"{other}: the second opinion's cards must sit beside {card}")
+            if others:
+                if not 0 < below <= 1:
+                    raise ValueError(f"--below {below}: must be above 0 (0 would ask the others about no crop)")
+                paired = [PairedModel(card=o.name, version=load_card(o).version) for o in others]
+                main.second_opinion = SecondOpinion(models=paired, below=below)
             save_card(main, card)
         except (ModelFileError, ValueError) as e:
             _fail(e)
-        typer.echo(f"{card}: " + (f"second opinion {second.name} below {below}" if second else "no second opinion"))
+        names = ", ".join(o.name for o in others or [])
+        typer.echo(f"{card}: " + (f"second opinion {names} below {below}" if others else "no second opinion"))
 
     @bench.command("model")
     def bench_model(

@@ -37,12 +37,12 @@ class DigitModel:
     def __init__(self, card: ModelCard, card_path: Path, runtime: str, device: str, run):
         self.card, self.card_path, self.runtime, self.device = card, card_path, runtime, device
         self._run = run  # (N,1,28,28) float32, mean/std-normalised -> (N,10) float32 logits
-        self.second: DigitModel | None = None  # see with_second_opinion
+        self.second: list[DigitModel] = []  # the second opinion: see with_second_opinion
         self.second_below = 0.0
 
     @property
     def version(self) -> str:
-        return self.card.version + (f"+{self.second.card.version}" if self.second else "")
+        return "+".join([self.card.version] + [m.card.version for m in self.second])
 
     @classmethod
     def serving(cls, settings, card_path: Path | str | None = None, device: str | None = None,
@@ -52,22 +52,27 @@ class DigitModel:
         model = cls.load(card_path or settings.model_path, device or settings.device, runtime or settings.runtime, threads)
         pairing = model.card.second_opinion
         if pairing and settings.second_opinion:
-            second = cls.load(model.card_path.parent / pairing.card, model.device, model.runtime, threads)
-            if second.version != pairing.version:
-                raise ModelFileError(f"{second.card_path}: is {second.version}, but {model.card_path} was paired "
-                                     f"with {pairing.version}")
-            model.with_second_opinion(second, pairing.below)
+            others = []
+            for paired in pairing.models:
+                other = cls.load(model.card_path.parent / paired.card, model.device, model.runtime, threads)
+                if other.version != paired.version:
+                    raise ModelFileError(f"{other.card_path}: is {other.version}, but {model.card_path} was paired "
+                                         f"with {paired.version}")
+                others.append(other)
+            model.with_second_opinion(others, pairing.below)
         return model
 
-    def with_second_opinion(self, second: "DigitModel", below: float) -> "DigitModel":
-        """Crops this model is less than ``below`` sure of are also read by ``second`` (a bigger model,
-        too slow to read every crop), and the two opinions are averaged. Most crops are clear, so the
-        cost is a few percent of the bigger model's; the doubtful ones are where the errors are."""
-        if second.card.input.normalize_version != self.card.input.normalize_version:
-            raise ModelFileError(
-                f"{second.card_path}: trained on normalisation {second.card.input.normalize_version}, "
-                f"but {self.card_path} on {self.card.input.normalize_version}")
-        self.second, self.second_below = second, below
+    def with_second_opinion(self, others: list["DigitModel"], below: float) -> "DigitModel":
+        """Crops this model is less than ``below`` sure of are also read by ``others`` (bigger models,
+        too slow to read every crop), and all the opinions are averaged. Most crops are clear, so the
+        cost is a few percent of the bigger models'; the doubtful ones are where the errors are, and
+        models trained apart (other seeds) misread different ones."""
+        for other in others:
+            if other.card.input.normalize_version != self.card.input.normalize_version:
+                raise ModelFileError(
+                    f"{other.card_path}: trained on normalisation {other.card.input.normalize_version}, "
+                    f"but {self.card_path} on {self.card.input.normalize_version}")
+        self.second, self.second_below = list(others), below
         return self
 
     @classmethod
@@ -105,14 +110,13 @@ class DigitModel:
 
     def predict_proba(self, digits: np.ndarray) -> np.ndarray:
         """Calibrated probabilities softmax(logits / T), (N,10) float32; rows sum to 1. With a second
-        opinion, the doubtful rows are the geometric mean of both models' calibrated probabilities."""
+        opinion, the doubtful rows are the geometric mean of all the models' calibrated probabilities."""
         probs = softmax(self.logits(digits) / self.card.temperature)
-        if self.second is None:
-            return probs
         doubt = probs.max(axis=1) < self.second_below
-        if doubt.any():
-            other = self.second.predict_proba(np.asarray(digits)[doubt])
-            probs[doubt] = softmax(0.5 * (np.log(probs[doubt] + 1e-12) + np.log(other + 1e-12)))
+        if self.second and doubt.any():
+            doubtful = np.asarray(digits)[doubt]
+            logs = [np.log(probs[doubt] + 1e-12)] + [np.log(m.predict_proba(doubtful) + 1e-12) for m in self.second]
+            probs[doubt] = softmax(np.mean(logs, axis=0))
         return probs
 
 
