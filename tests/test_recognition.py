@@ -333,6 +333,30 @@ def test_a_straight_closing_bracket_is_found_by_its_partner(cutter, pool):
     assert spaced.separators == [] and len(spaced.boxes) == 5
 
 
+@needs_mnist
+def test_of_two_like_brackets_side_by_side_the_outer_one_is_the_bracket(cutter, pool):
+    """'(448))': a 7 or a 1 just inside a bracket can be shaped like one, but "))" is never written, so
+    the inner one is a glyph and the outer one closes the group (val line "(07867) 677528" read its 7 as
+    the bracket and the bracket as a 1)."""
+    from worker.recognition.line import _pair_brackets
+
+    rng = np.random.default_rng(2)
+    height = 40
+    glyphs = [synth.separator_ink("(", height, 4.0)] + [synth.pen_digit(pool.draw(d, rng), height, rng, 0.1) for d in (4, 4, 8)]
+    glyphs += [synth.separator_ink(")", height, 4.0)] * 2
+    ink = np.zeros((100, 400), np.float32)
+    x, lefts = 20, []
+    for g in glyphs:
+        y = 30 + (height - g.shape[0]) // 2
+        ink[y : y + g.shape[0], x : x + g.shape[1]] = g
+        lefts.append(x)
+        x += g.shape[1] + 8
+    field = cutter.cut(ink, "line")[0]
+    assert [c for c, _ in field.separators] == ["(", ")"] and len(field.boxes) == 4
+    assert lefts[-2] - 2 <= field.boxes[-1][0] < lefts[-1] - 2 <= field.separators[1][1][0]  # inner glyph, outer bracket
+    assert _pair_brackets(["(", "(", None, None, ")"], [False] * 5) == ["(", None, None, None, ")"]
+
+
 def _between_2_and_7(middle) -> np.ndarray:
     """A plain 2, a glyph drawn by ``middle(draw, x)``, a plain 7: strokes 4 px wide, digits 44 px tall."""
     im = Image.new("L", (260, 90), 0)

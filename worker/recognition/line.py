@@ -383,7 +383,16 @@ def _encloses_paper(m: np.ndarray) -> bool:
 
 def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str | None]:
     """Keep '(' and ')' that enclose 2 to 6 digits, or that are unmistakable alone; the rest are digits
-    (a curved 1 looks like a bracket, and losing a digit costs more than reading a stray bracket)."""
+    (a curved 1 looks like a bracket, and losing a digit costs more than reading a stray bracket).
+    Of two like brackets side by side, the outer one is the bracket: "((" and "))" are never written,
+    but a 7 or a 1 just inside a bracket can be shaped like one."""
+    kinds = list(kinds)
+    for i in range(len(kinds) - 1):
+        if kinds[i] == kinds[i + 1] == "(":
+            kinds[i + 1] = None
+    for i in range(len(kinds) - 1, 0, -1):
+        if kinds[i] == kinds[i - 1] == ")":
+            kinds[i - 1] = None
     out = list(kinds)
     confirmed = set()
     for i, k in enumerate(kinds):
