@@ -354,7 +354,23 @@ def test_of_two_like_brackets_side_by_side_the_outer_one_is_the_bracket(cutter, 
     field = cutter.cut(ink, "line")[0]
     assert [c for c, _ in field.separators] == ["(", ")"] and len(field.boxes) == 4
     assert lefts[-2] - 2 <= field.boxes[-1][0] < lefts[-1] - 2 <= field.separators[1][1][0]  # inner glyph, outer bracket
-    assert _pair_brackets(["(", "(", None, None, ")"], [False] * 5) == ["(", None, None, None, ")"]
+    assert _pair_brackets(["(", "(", None, None, ")", *[None] * 6], [False] * 11)[:5] == ["(", None, None, None, ")"]
+
+
+def test_brackets_enclose_a_code_near_the_start_of_the_number():
+    """An area or trunk code: at most 4 digits before the '(' and at least 4 after the ')'. A 1 and a 7
+    shaped like brackets around the last digits of '07595144257' are digits (val line 902 lost both)."""
+    from worker.recognition.line import _pair_brackets
+
+    area = ["(", None, None, None, ")", *[None] * 7]  # (800) 555-1234
+    assert _pair_brackets(area, [False] * 12) == area
+    trunk = [None, None, "(", None, ")", *[None] * 9]  # 44 (0) 20 7946 0958
+    assert _pair_brackets(trunk, [False] * 14) == trunk
+    late = [None] * 6 + ["(", None, None, None, None, ")"]
+    assert _pair_brackets(late, [False] * 12) == [None] * 12
+    assert _pair_brackets(late, [False] * 6 + [True] + [False] * 5)[6] == "("  # unmistakable alone: kept
+    assert _pair_brackets([None] * 5 + area, [False] * 17) == [None] * 17  # 5 digits before: no code
+    assert _pair_brackets(["(", None, None, None, ")"], [False] * 5) == ["(", None, None, None, ")"]  # nothing else
 
 
 def _between_2_and_7(middle) -> np.ndarray:

@@ -382,8 +382,10 @@ def _encloses_paper(m: np.ndarray) -> bool:
 
 
 def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str | None]:
-    """Keep '(' and ')' that enclose 2 to 6 digits, or that are unmistakable alone; the rest are digits
-    (a curved 1 looks like a bracket, and losing a digit costs more than reading a stray bracket).
+    """Keep '(' and ')' that enclose up to 6 digits near the start of the number (at most 4 digits
+    before, at least 4 after: an area or trunk code; or nothing outside them), or that are unmistakable
+    alone; the rest are digits (a curved 1 looks like a bracket, and losing a digit costs more than
+    reading a stray bracket).
     Of two like brackets side by side, the outer one is the bracket: "((" and "))" are never written,
     but a 7 or a 1 just inside a bracket can be shaped like one."""
     kinds = list(kinds)
@@ -405,7 +407,8 @@ def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str
             elif kinds[j] == "(":
                 break
             elif kinds[j] == ")":
-                if digits <= 6:
+                before, after = kinds[:i].count(None), kinds[j + 1 :].count(None)
+                if digits <= 6 and before <= 4 and (after >= 4 or before + after == 0):
                     confirmed.update((i, j))
                 break
     for i, k in enumerate(kinds):
