@@ -371,6 +371,9 @@ def test_brackets_enclose_a_code_near_the_start_of_the_number():
     assert _pair_brackets(late, [False] * 6 + [True] + [False] * 5)[6] == "("  # unmistakable alone: kept
     assert _pair_brackets([None] * 5 + area, [False] * 17) == [None] * 17  # 5 digits before: no code
     assert _pair_brackets(["(", None, None, None, ")"], [False] * 5) == ["(", None, None, None, ")"]  # nothing else
+    # one code per number: "(07123)" whose 7 and 1 were taken for ')' and '(' (val line 542 lost both)
+    two = ["(", None, ")", "(", None, None, ")", *[None] * 6]
+    assert _pair_brackets(two, [False] * 13) == ["(", *[None] * 5, ")", *[None] * 6]
 
 
 def _between_2_and_7(middle) -> np.ndarray:

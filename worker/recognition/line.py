@@ -387,7 +387,8 @@ def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str
     alone; the rest are digits (a curved 1 looks like a bracket, and losing a digit costs more than
     reading a stray bracket).
     Of two like brackets side by side, the outer one is the bracket: "((" and "))" are never written,
-    but a 7 or a 1 just inside a bracket can be shaped like one."""
+    but a 7 or a 1 just inside a bracket can be shaped like one. For the same reason a number has one
+    bracketed code: of two pairs in a row, the outer brackets are the pair when they fit."""
     kinds = list(kinds)
     for i in range(len(kinds) - 1):
         if kinds[i] == kinds[i + 1] == "(":
@@ -395,8 +396,12 @@ def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str
     for i in range(len(kinds) - 1, 0, -1):
         if kinds[i] == kinds[i - 1] == ")":
             kinds[i - 1] = None
-    out = list(kinds)
-    confirmed = set()
+
+    def code(i: int, j: int, inside: int) -> bool:
+        before, after = kinds[:i].count(None), kinds[j + 1 :].count(None)
+        return inside <= 6 and before <= 4 and (after >= 4 or before + after == 0)
+
+    pairs = []
     for i, k in enumerate(kinds):
         if k != "(":
             continue
@@ -407,10 +412,13 @@ def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str
             elif kinds[j] == "(":
                 break
             elif kinds[j] == ")":
-                before, after = kinds[:i].count(None), kinds[j + 1 :].count(None)
-                if digits <= 6 and before <= 4 and (after >= 4 or before + after == 0):
-                    confirmed.update((i, j))
+                if code(i, j, digits):
+                    pairs.append((i, j))
                 break
+    if len(pairs) > 1 and code(pairs[0][0], pairs[-1][1], pairs[-1][1] - pairs[0][0] - 1):
+        pairs = [(pairs[0][0], pairs[-1][1])]  # one code per number: "(0)1(23)" is a 7 and a 1 read as brackets
+    confirmed = {i for pair in pairs for i in pair}
+    out = list(kinds)
     for i, k in enumerate(kinds):
         if k in ("(", ")") and i not in confirmed and not tall_strong[i]:
             out[i] = None
