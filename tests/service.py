@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -82,6 +83,12 @@ class Service:
 
 def model_available() -> bool:
     return (ROOT / "models" / "default.json").is_file()
+
+
+def copy_model(name: str, folder: Path) -> None:
+    """A committed model's card and weight files (models/NAME.*), copied into ``folder``."""
+    for ext in ("json", "onnx", "safetensors"):
+        shutil.copy(ROOT / "models" / f"{name}.{ext}", folder / f"{name}.{ext}")
 
 
 @contextmanager

@@ -10,7 +10,6 @@ and MNIST test accuracy has not dropped.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import zipfile
 
@@ -19,7 +18,7 @@ import pytest
 
 from phonereader import ROOT
 from tests import regional
-from tests.service import model_available, running_service
+from tests.service import copy_model, model_available, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TOKEN = "test-admin-token-0123456789"
@@ -72,8 +71,7 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
     serve.parent.mkdir()
     paired = [m.card.removesuffix(".json") for m in load_card(ROOT / "models" / "default.json").second_opinion.models]
     for name in ["default", *paired]:  # default.json names its second opinion's cards, which sit beside it
-        for ext in ("json", "onnx", "safetensors"):
-            shutil.copy(ROOT / "models" / f"{name}.{ext}", serve.parent / f"{name}.{ext}")
+        copy_model(name, serve.parent)
     corrections = tmp_path / "corrections"
     env = {"PHONEREADER_MODEL_PATH": str(serve), "PHONEREADER_CORRECTIONS_DIR": str(corrections),
            "PHONEREADER_ADMIN_TOKEN": TOKEN, "PHONEREADER_MODEL_RELOAD_S": "0.3"}

@@ -1,7 +1,6 @@
 """worker.engine.DigitModel: serves the committed model without torch, and names the file on every error."""
 
 import json
-import shutil
 import subprocess
 import sys
 
@@ -10,15 +9,10 @@ import pytest
 
 from phonereader import ROOT
 from phonereader.modelcard import ModelFileError
+from tests.service import copy_model
 from worker.engine import DigitModel
 
 CARD = ROOT / "models" / "default.json"
-
-
-def copy_model(name: str, folder):
-    """A committed model's card and weight files, copied into ``folder``."""
-    for ext in ("json", "onnx", "safetensors"):
-        shutil.copy(CARD.with_name(f"{name}.{ext}"), folder / f"{name}.{ext}")
 
 
 @pytest.fixture
