@@ -113,11 +113,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         try:
             main = load_card(card)
             main.second_opinion = None
-            for other in others or []:
-                if other.resolve().parent != card.resolve().parent:
-                    raise ValueError(f"{other}: the second opinion's cards must sit beside {card}")
             if others:
-                if not 0 < below <= 1:
+                for other in others:
+                    if other.resolve().parent != card.resolve().parent:
+                        raise ValueError(f"{other}: the second opinion's cards must sit beside {card}")
+                if below <= 0:  # the option's range (0 to 1) lets 0 through
                     raise ValueError(f"--below {below}: must be above 0 (0 would ask the others about no crop)")
                 paired = [PairedModel(card=o.name, version=load_card(o).version) for o in others]
                 main.second_opinion = SecondOpinion(models=paired, below=below)

@@ -112,8 +112,10 @@ class DigitModel:
         """Calibrated probabilities softmax(logits / T), (N,10) float32; rows sum to 1. With a second
         opinion, the doubtful rows are the geometric mean of all the models' calibrated probabilities."""
         probs = softmax(self.logits(digits) / self.card.temperature)
+        if not self.second:
+            return probs
         doubt = probs.max(axis=1) < self.second_below
-        if self.second and doubt.any():
+        if doubt.any():
             doubtful = np.asarray(digits)[doubt]
             logs = [np.log(probs[doubt] + 1e-12)] + [np.log(m.predict_proba(doubtful) + 1e-12) for m in self.second]
             probs[doubt] = softmax(np.mean(logs, axis=0))
