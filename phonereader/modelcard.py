@@ -57,7 +57,8 @@ class SecondOpinion(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _one_model(cls, data):
-        """Cards paired before second opinions could be several name one model as card + version."""
+        """A card paired before a second opinion could hold several models names its one model as
+        ``card`` + ``version``: read it as a list of one."""
         if isinstance(data, dict) and "card" in data:
             data = {k: v for k, v in data.items() if k not in ("card", "version")} | {
                 "models": [{"card": data["card"], "version": data.get("version")}]}
