@@ -59,3 +59,35 @@ def test_no_reload_when_disabled(tmp_path):
     write(card, "v2", 10**9)
     assert watcher.predict(np.zeros((1, 28, 28), np.float32)).model_version == "v1" and not swapped
     assert watcher.maybe_reload(force=True) and swapped[0].version == "v2"
+
+
+class PairedModel(CardModel):
+    """A card ``"v1 p1"`` paired with a partner card that must read ``p1``, as the served card records
+    each second-opinion partner's version (worker.engine refuses a mismatch)."""
+
+    def __init__(self, card_path, partner_path):
+        self.card_path = card_path
+        own, wanted = open(card_path).read().split()
+        got = open(partner_path).read()
+        if got != wanted:
+            raise ValueError(f"{partner_path}: is {got}, but the card was paired with {wanted}")
+        self.version, self.digit = f"{own}+{got}", int(own[1:]) % 10
+        self.second = [CardModel.__new__(CardModel)]
+        self.second[0].card_path = partner_path
+
+
+def test_a_partner_replaced_alone_is_noticed_and_refused(tmp_path, caplog):
+    card, partner = tmp_path / "model.json", tmp_path / "wide.json"
+    write(card, "v1 p1", 0)
+    write(partner, "p1", 0)
+    load = lambda: PairedModel(card, partner)  # noqa: E731
+    watcher = ModelWatcher(load(), load, check_s=1e-9)
+    crops = np.zeros((2, 28, 28), np.float32)
+
+    write(partner, "p2", 10**9)  # the partner alone: the served card still names p1
+    assert watcher.predict(crops).model_version == "v1+p1"
+    assert "does not load" in caplog.text and "paired with p1" in caplog.text
+
+    write(card, "v2 p2", 2 * 10**9)  # re-paired: now it loads
+    p = watcher.predict(crops)
+    assert p.model_version == "v2+p2" and p.argmax(1).tolist() == [2, 2]
