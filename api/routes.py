@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import phonenumbers
@@ -156,7 +157,8 @@ async def get_job(
     detail: bool = Query(True, description="Include per-digit detail (confidences, alternatives, boxes)."),
     svc: Services = Depends(services),
 ):
-    with svc.events.watching(job_id) as event:  # before the look, so a finish right after it is not missed
+    # a long poll watches before it looks, so a finish right after the look is not missed
+    with svc.events.watching(job_id) if wait > 0 else nullcontext() as event:
         done, total = await visible_progress(svc, request, job_id)
         if wait > 0 and done < total:
             await svc.events.wait_on(event, _finished(svc, job_id), wait, finished=False)
