@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import phonenumbers
@@ -22,6 +23,10 @@ from phonenumbers import PhoneNumberFormat
 MIN_RATIO = 0.01
 MAX_TRIES = 2000  # candidates examined at most (each is one phonenumbers parse, ~20 us)
 TOP_K = 3
+# Where the national format writes a trunk prefix (a British or French 0), a number written nationally
+# starts with it: as the first digit of a reading it is this much likelier than the model's uniform class
+# prior says. Only the search for a valid reading uses it; the digit keeps the model's own confidence.
+PREFIX_PRIOR = 100.0
 
 
 @dataclass
@@ -83,6 +88,18 @@ def national_prefix(region: str) -> str:
     return phonenumbers.ndd_prefix_for_region(region.upper(), True) or ""
 
 
+@lru_cache(maxsize=None)
+def written_prefix(region: str) -> str:
+    """The trunk prefix when the region's national format starts with it (a British or French 0, not
+    the US 1, which "(201) 555-0123" leaves out), else ''."""
+    prefix = national_prefix(region)
+    example = phonenumbers.example_number(region.upper())
+    if not prefix or example is None:
+        return ""
+    written = "".join(ch for ch in phonenumbers.format_number(example, PhoneNumberFormat.NATIONAL) if ch.isdigit())
+    return prefix if written.startswith(prefix) else ""
+
+
 def well_formed(digits: str, region: str, plus: bool = False) -> bool:
     """Is ``digits`` exactly a number as people write it: the national number, after at most the
     national prefix (a trunk 0, the US 1) or, with '+', the country code? phonenumbers itself is
@@ -119,13 +136,17 @@ def correct(
     n = len(probs)
     if n == 0:
         return None
-    order = np.argsort(-probs, axis=1)[:, :top_k]
-    logp = np.log(np.clip(np.take_along_axis(probs, order, axis=1), 1e-12, 1.0))
-    top = "".join(str(d) for d in order[:, 0])
+    top = "".join(str(d) for d in probs.argmax(axis=1))
     if is_valid(top, region, plus):
         return None
     if not plus and not _possible_length(top, region):
         return None  # wrong length for the region: no substitution of digits can fix it
+    lead = "" if plus else written_prefix(region)
+    if len(lead) == 1 and n > 1:
+        probs = probs.copy()
+        probs[0, int(lead)] *= PREFIX_PRIOR
+    order = np.argsort(-probs, axis=1)[:, :top_k]
+    logp = np.log(np.clip(np.take_along_axis(probs, order, axis=1), 1e-12, None))
     floor = logp[:, 0].sum() + np.log(min_ratio)
     start = (0,) * n
     heap = [(-logp[:, 0].sum(), start)]
@@ -136,8 +157,8 @@ def correct(
         if -neg < floor:
             break
         tries += 1
-        if tries > 1:
-            digits = "".join(str(order[i, k]) for i, k in enumerate(idx))
+        digits = "".join(str(order[i, k]) for i, k in enumerate(idx))
+        if digits != top:
             if is_valid(digits, region, plus):
                 return np.array([order[i, k] for i, k in enumerate(idx)])
         for i in range(n):

@@ -63,6 +63,29 @@ def test_a_trunk_zero_read_as_another_digit_is_corrected_though_the_length_then_
     assert phone.correct(table("87911123456789", alts={0: (0, 0.3)}), "GB") is None  # too long either way
 
 
+def test_a_trunk_zero_is_expected_first_where_the_national_format_writes_it():
+    # An open 0 read as 3 at 86%, the 0 itself at 0.4%: alone too unlikely (phone.MIN_RATIO), but a British
+    # or French number written nationally starts with its 0 (phone.PREFIX_PRIOR)
+    probs = table("37308403970")
+    probs[0] = 0.0
+    probs[0, 3], probs[0, 2], probs[0, 0] = 0.86, 0.136, 0.004
+    assert phone.written_prefix("GB") == "0" and phone.written_prefix("FR") == "0"
+    assert "".join(map(str, phone.correct(probs, "GB"))) == "07308403970"
+    # the prior is about the first digit only: a 0 as unlikely elsewhere is not made up
+    later = table("02179460000")  # London's 020 with its second 0 read as 1: invalid
+    later[2] = 0.0
+    later[2, 1], later[2, 2], later[2, 0] = 0.86, 0.136, 0.004
+    assert not phone.is_valid("02179460000", "GB") and phone.correct(later, "GB") is None
+    later[2, 1], later[2, 0] = 0.79, 0.074  # as likely as a correction needs without the prior: fixed
+    assert "".join(map(str, phone.correct(later, "GB"))) == "02079460000"
+    # the US national format leaves its trunk 1 out, so a US first digit gets no such prior
+    assert phone.written_prefix("US") == ""
+    us = table("1125550142")
+    us[0] = 0.0
+    us[0, 0], us[0, 1] = 0.004, 0.996  # no US number starts 0 either: the search finds nothing
+    assert phone.correct(us, "US") is None
+
+
 def test_international_numbers_with_plus():
     info = phone.info("442079460018", "US", plus=True)
     assert info.valid and info.e164 == "+442079460018" and info.region == "GB"
