@@ -1,12 +1,13 @@
 """Hot model reload: a worker picks up a new model between batches, without a restart or a lost job.
 
 The batcher thread is the only caller of the model. Before each forward pass it asks
-:meth:`ModelWatcher.predict` to look (at most every ``model_reload_s``) at the model card's file
-signature (mtime, size), and at its second opinion's cards; when one changed it loads the new model *beside* the old one and swaps
-only once the load succeeded. A half-written or broken model (a card whose sha256 does not match its
-weights yet) is logged and the old model keeps serving; the next check tries again. So deploying a
-model is: write ``NAME.onnx``/``NAME.safetensors`` first, then replace ``NAME.json`` (atomically, by
-rename) at the path the workers serve (``PHONEREADER_MODEL_PATH``). A second-opinion partner replaced
+:meth:`ModelWatcher.predict` to look (at most every ``model_reload_s``) at the file signature (mtime,
+size) of the model card and of its second opinion's cards; when one changed it loads the new model
+*beside* the old one and swaps only once the load succeeded. A half-written or broken model (a card
+whose sha256 does not match its weights yet) is logged and the old model keeps serving; the next check
+tries again. So deploying a model is: write ``NAME.onnx``/``NAME.safetensors`` first, then replace
+``NAME.json`` (atomically, by rename) at the path the workers serve (``PHONEREADER_MODEL_PATH``). A
+second-opinion partner replaced
 alone is noticed too: the served card records each partner's version, so the load fails, the old models
 keep serving and the log says why, instead of the mismatch surfacing only at the next restart.
 
