@@ -7,9 +7,9 @@ size) of the model card and of its second opinion's cards; when one changed it l
 whose sha256 does not match its weights yet) is logged and the old model keeps serving; the next check
 tries again. So deploying a model is: write ``NAME.onnx``/``NAME.safetensors`` first, then replace
 ``NAME.json`` (atomically, by rename) at the path the workers serve (``PHONEREADER_MODEL_PATH``). A
-second-opinion partner replaced
-alone is noticed too: the served card records each partner's version, so the load fails, the old models
-keep serving and the log says why, instead of the mismatch surfacing only at the next restart.
+second-opinion partner replaced alone is noticed too: the served card records each partner's version,
+so the load fails, the old models keep serving and the log says why, instead of the mismatch surfacing
+only at the next restart.
 
 Every batch's probabilities carry the version of the model that produced them (:class:`Probs`), so
 each result records the right model even when a swap happens between its batch and its reading.
