@@ -88,6 +88,11 @@ def national_prefix(region: str) -> str:
     return phonenumbers.ndd_prefix_for_region(region.upper(), True) or ""
 
 
+def _national_digits(num: phonenumbers.PhoneNumber) -> str:
+    """The digits of the number as its national format writes it (with the trunk prefix, where written)."""
+    return "".join(ch for ch in phonenumbers.format_number(num, PhoneNumberFormat.NATIONAL) if ch.isdigit())
+
+
 @lru_cache(maxsize=None)
 def written_prefix(region: str) -> str:
     """The trunk prefix when the region's national format starts with it (a British or French 0, not
@@ -96,8 +101,7 @@ def written_prefix(region: str) -> str:
     example = phonenumbers.example_number(region.upper())
     if not prefix or example is None:
         return ""
-    written = "".join(ch for ch in phonenumbers.format_number(example, PhoneNumberFormat.NATIONAL) if ch.isdigit())
-    return prefix if written.startswith(prefix) else ""
+    return prefix if _national_digits(example).startswith(prefix) else ""
 
 
 def well_formed(digits: str, region: str, plus: bool = False) -> bool:
@@ -118,7 +122,7 @@ def well_formed(digits: str, region: str, plus: bool = False) -> bool:
     prefix = national_prefix(phonenumbers.region_code_for_number(num) or region)
     if plus:
         return head in ("", str(num.country_code))
-    written = "".join(ch for ch in phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL) if ch.isdigit())
+    written = _national_digits(num)
     return head == prefix if prefix and written == prefix + national else head in ("", prefix)
 
 
