@@ -94,7 +94,10 @@ class ModelWatcher:
                 log.warning("model at %s changed but does not load (%s); still serving %s", self.path, e,
                             self.model.version)
                 return False
-            self._seen = _signature(_watched(new))  # the new pairing's cards, which may not be the old ones
+            # the signature taken before the load, so a card written during it is seen next time; a new
+            # pairing's other cards are looked at now
+            paths = _watched(new)
+            self._seen = sig if paths == _watched(self.model) else _signature(paths)
             if new.version == self.model.version:
                 return False
             old, self.model = self.model, new
