@@ -355,6 +355,8 @@ def test_of_two_like_brackets_side_by_side_the_outer_one_is_the_bracket(cutter, 
     assert [c for c, _ in field.separators] == ["(", ")"] and len(field.boxes) == 4
     assert lefts[-2] - 2 <= field.boxes[-1][0] < lefts[-1] - 2 <= field.separators[1][1][0]  # inner glyph, outer bracket
     assert _pair_brackets(["(", "(", None, None, ")", *[None] * 6], [False] * 11)[:5] == ["(", None, None, None, ")"]
+    assert _pair_brackets(["(", "(", "(", None, ")", *[None] * 6], [False] * 11)[:5] == ["(", None, None, None, ")"]
+    assert _pair_brackets(["(", None, None, ")", ")", ")", *[None] * 6], [False] * 12)[:6] == ["(", None, None, None, None, ")"]
 
 
 def test_brackets_enclose_a_code_near_the_start_of_the_number():

@@ -55,7 +55,7 @@ class TrainConfig:
     # Polish: a short second one-cycle at low rate with mostly clean batches; the best epoch by val is
     # kept. It is part of the recipe of the committed models/default.*, so this default reproduces them.
     # On val it never cost and gained on one seed of three; fresh seeds 1 and 2 of this frozen recipe
-    # scored 99.64% and 99.63% on test (README, "How the recipe was chosen").
+    # scored 99.64% and 99.63% on test (docs/EXPERIMENTS.md, "Training recipe").
     polish_epochs: int = 3
     polish_lr: float = 4e-4
     polish_batch_size: int = 256
