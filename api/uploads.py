@@ -142,7 +142,7 @@ def _zip_pages(archive: str, data: bytes, upload: Upload, budget: _ArchiveBudget
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
         infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:  # NotImplementedError: a zip version it cannot read
         return [_Page(archive, error=InputError("bad_archive", f"{archive}: the zip archive cannot be read ({e})", 422))]
     pages: list[_Page] = []
     with zf:

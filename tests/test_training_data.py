@@ -98,3 +98,26 @@ def test_real_mnist_checksums_and_split():
         pytest.skip(f"MNIST IDX files not in {root}")
     xv, yv = load_mnist("val", root)
     assert xv.shape == (5000, 28, 28) and np.bincount(yv).min() > 400
+
+
+def test_a_broken_corrections_zip_is_a_clear_error(tmp_path):
+    """A corrections export whose entry fails its CRC, or that needs a zip version Python cannot read,
+    stops `train --extra` with an ExtraDataError naming the file, not a traceback."""
+    import zipfile
+
+    from training.extra import ExtraDataError, load_extra
+
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as zf:
+        zf.writestr("training/3/a.png", b"\x89PNG not really, but stored" * 4)
+    data = bytearray(good.read_bytes())
+    bad_crc = tmp_path / "crc.zip"
+    start = data.index(b"stored")
+    bad_crc.write_bytes(bytes(data[:start]) + b"STORED" + bytes(data[start + 6 :]))
+    new = tmp_path / "new.zip"
+    cd = data.index(b"PK\x01\x02")
+    data[cd + 6 : cd + 8] = (64).to_bytes(2, "little")  # version needed to extract: 6.4
+    new.write_bytes(bytes(data))
+    for path in (bad_crc, new):
+        with pytest.raises(ExtraDataError, match=path.name):
+            load_extra(path)

@@ -56,15 +56,18 @@ def load_extra(path: Path | str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     path = Path(path)
     entries: list[tuple[str, int, bytes]] = []
     if path.is_file() and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            if len(infos) > MAX_ZIP_ENTRIES:
-                raise ExtraDataError(f"{path}: more than {MAX_ZIP_ENTRIES} entries")
-            for info in infos:
-                parts = info.filename.split("/")
-                if len(parts) == 3 and parts[0] == "training" and parts[1].isdigit() and len(parts[1]) == 1 \
-                        and parts[2].endswith(".png") and info.file_size <= MAX_PNG_BYTES:
-                    entries.append((Path(parts[2]).stem, int(parts[1]), zf.read(info)))
+        try:
+            with zipfile.ZipFile(path) as zf:
+                infos = zf.infolist()
+                if len(infos) > MAX_ZIP_ENTRIES:
+                    raise ExtraDataError(f"{path}: more than {MAX_ZIP_ENTRIES} entries")
+                for info in infos:
+                    parts = info.filename.split("/")
+                    if len(parts) == 3 and parts[0] == "training" and parts[1].isdigit() and len(parts[1]) == 1 \
+                            and parts[2].endswith(".png") and info.file_size <= MAX_PNG_BYTES:
+                        entries.append((Path(parts[2]).stem, int(parts[1]), zf.read(info)))
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, OSError, EOFError) as e:
+            raise ExtraDataError(f"{path}: the zip cannot be read ({e})") from None  # bad CRC, zip version, truncation
     elif path.is_dir():
         root = path / "training" if (path / "training").is_dir() else path
         for label in range(10):
