@@ -17,7 +17,7 @@ from PIL import Image
 
 from api.app import create_app
 from phonereader.config import Settings
-from tests.fixtures.images import zipped
+from tests.fixtures.images import needing_zip_version, zipped
 
 
 # --- files ---------------------------------------------------------------------------------------
@@ -198,13 +198,7 @@ def test_a_job_whose_only_item_failed_at_upload_is_finished_at_once(client):
 def test_a_zip_of_a_version_python_cannot_read_is_a_bad_archive(client):
     """zipfile raises NotImplementedError (not BadZipFile) for a central directory that needs a newer
     zip version; found by the zip fuzz test ("zip file version 6.4")."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("a.png", png())
-    data = bytearray(buf.getvalue())
-    cd = data.index(b"PK\x01\x02")
-    data[cd + 6 : cd + 8] = (64).to_bytes(2, "little")  # version needed to extract: 6.4
-    r = post_job(client, [("new.zip", bytes(data))])
+    r = post_job(client, [("new.zip", needing_zip_version(zipped([("a.png", png())])))])
     assert r.status_code == 202 and r.json()["status"] == "failed"
     error = client.get(r.json()["status_url"]).json()["items"][0]["error"]
     assert error["code"] == "bad_archive" and "new.zip" in error["message"] and "6.4" in error["message"]

@@ -105,19 +105,15 @@ def test_a_broken_corrections_zip_is_a_clear_error(tmp_path):
     stops `train --extra` with an ExtraDataError naming the file, not a traceback."""
     import zipfile
 
+    from tests.fixtures.images import needing_zip_version
     from training.extra import ExtraDataError, load_extra
 
     good = tmp_path / "good.zip"
     with zipfile.ZipFile(good, "w") as zf:
         zf.writestr("training/3/a.png", b"\x89PNG not really, but stored" * 4)
-    data = bytearray(good.read_bytes())
-    bad_crc = tmp_path / "crc.zip"
-    start = data.index(b"stored")
-    bad_crc.write_bytes(bytes(data[:start]) + b"STORED" + bytes(data[start + 6 :]))
-    new = tmp_path / "new.zip"
-    cd = data.index(b"PK\x01\x02")
-    data[cd + 6 : cd + 8] = (64).to_bytes(2, "little")  # version needed to extract: 6.4
-    new.write_bytes(bytes(data))
+    bad_crc, new = tmp_path / "crc.zip", tmp_path / "new.zip"
+    bad_crc.write_bytes(good.read_bytes().replace(b"stored", b"STORED", 1))  # stored, not deflated: the CRC fails
+    new.write_bytes(needing_zip_version(good.read_bytes()))
     for path in (bad_crc, new):
         with pytest.raises(ExtraDataError, match=path.name):
             load_extra(path)

@@ -57,11 +57,11 @@ class DigitCNN(nn.Module):
     spatial map in the head (not global pooling) keeps where-on-the-digit information cheaply.
     """
 
-    def __init__(self, c1: int = 16, c2: int = 32, c3: int = 64, head: int = 64, dropout: float = 0.1):
+    def __init__(self, c1: int = 16, c2: int = 32, c3: int = 64, head: int = 64, dropout: float = 0.1, convs: int = 1):
         super().__init__()
         self.features = nn.Sequential(
-            conv_bn(1, c1), nn.MaxPool2d(2),  # 28 -> 14
-            conv_bn(c1, c2), nn.MaxPool2d(2),  # 14 -> 7
+            conv_bn(1, c1), *[conv_bn(c1, c1) for _ in range(convs - 1)], nn.MaxPool2d(2),  # 28 -> 14
+            conv_bn(c1, c2), *[conv_bn(c2, c2) for _ in range(convs - 1)], nn.MaxPool2d(2),  # 14 -> 7
             conv_bn(c2, c3),
         )  # fmt: skip
         flat = c3 * 7 * 7
@@ -82,23 +82,13 @@ class WideCNN(DigitCNN):
         super().__init__(c1, c2, c3, head, dropout)
 
 
-class DeepCNN(nn.Module):
+class DeepCNN(DigitCNN):
     """Two convs per stage (32-32, 64-64, 128), VGG-style: a different shape from ``default`` and ``wide``,
     so it misreads other crops, which is what an extra second opinion needs (a fifth seed of ``wide``
     added nothing). About 3x ``wide``'s compute."""
 
     def __init__(self, c1: int = 32, c2: int = 64, c3: int = 128, head: int = 128, dropout: float = 0.2):
-        super().__init__()
-        self.features = nn.Sequential(
-            conv_bn(1, c1), conv_bn(c1, c1), nn.MaxPool2d(2),  # 28 -> 14
-            conv_bn(c1, c2), conv_bn(c2, c2), nn.MaxPool2d(2),  # 14 -> 7
-            conv_bn(c2, c3),
-        )  # fmt: skip
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c3 * 7 * 7, head), nn.ReLU(),
-                                  nn.Dropout(dropout), nn.Linear(head, 10))  # fmt: skip
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        super().__init__(c1, c2, c3, head, dropout, convs=2)
 
 
 ARCHITECTURES = {"mlp": MLP, "lenet5": LeNet5, "default": DigitCNN, "wide": WideCNN, "deep": DeepCNN}

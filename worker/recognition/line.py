@@ -389,9 +389,9 @@ def _pair_brackets(kinds: list[str | None], tall_strong: list[bool]) -> list[str
     Of two like brackets side by side, the outer one is the bracket: "((" and "))" are never written,
     but a 7 or a 1 just inside a bracket can be shaped like one. For the same reason a number has one
     bracketed code: of two pairs in a row, the outer brackets are the pair when they fit."""
-    written = kinds
-    kinds = [None if (k == "(" and i > 0 and written[i - 1] == "(") or (k == ")" and written[i + 1 : i + 2] == [")"]) else k
-             for i, k in enumerate(written)]  # fmt: skip  # of a run of like brackets, only the outermost
+    # of a run of like brackets only the outermost is one (the comprehension reads the list as passed in)
+    kinds = [None if (k == "(" and kinds[i - 1 : i] == ["("]) or (k == ")" and kinds[i + 1 : i + 2] == [")"]) else k
+             for i, k in enumerate(kinds)]  # fmt: skip
 
     def code(i: int, j: int, inside: int) -> bool:
         before, after = kinds[:i].count(None), kinds[j + 1 :].count(None)
