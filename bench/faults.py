@@ -33,7 +33,7 @@ import redis
 from PIL import Image, ImageDraw
 
 from api.up import Child, Stack
-from bench.procs import rss_mb
+from bench.procs import cpu_seconds, rss_mb
 
 FINISHED = {"succeeded", "partial", "failed"}
 
@@ -155,6 +155,15 @@ def child(stack: Stack, prefix: str) -> Child:
     return next(c for c in stack.children if c.name.startswith(prefix) and c.alive)
 
 
+def busiest_worker(stack: Stack, window_s: float = 0.3) -> Child:
+    """The live worker that used the most CPU over a short window: the one reading units now, so that
+    killing it hits work in flight (the first worker may sit between tasks while the other holds them)."""
+    workers = [c for c in stack.children if c.name.startswith("worker") and c.alive]
+    before = {c.name: cpu_seconds(c.proc.pid) for c in workers}
+    time.sleep(window_s)
+    return max(workers, key=lambda c: cpu_seconds(c.proc.pid) - before[c.name])
+
+
 # --- the scenarios ------------------------------------------------------------------------------------------
 
 
@@ -169,7 +178,7 @@ def worker_kill(stack: Stack, images: list[bytes], n: int = 500, timeout_s: floa
         t0 = time.monotonic()
         while c.get(f"/api/jobs/{job_id}", params={"detail": "false"}).json()["progress"]["done"] < n // 10:
             time.sleep(0.05)
-        victim = child(stack, "worker")
+        victim = busiest_worker(stack)
         redelivered0 = fleet_counter(stack, "units_redelivered")
         done_at_kill = c.get(f"/api/jobs/{job_id}", params={"detail": "false"}).json()["progress"]["done"]
         os.kill(victim.proc.pid, signal.SIGKILL)
