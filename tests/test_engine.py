@@ -77,7 +77,7 @@ def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_
     from phonereader.modelcard import load_card
 
     served = DigitModel.serving(Settings())  # the committed default.json pairs itself with the bigger models
-    assert [m.card.name for m in served.second] == ["wide", "deep"] and served.second_below == 0.99
+    assert [m.card.name for m in served.second] == ["wide", "deep", "res"] and served.second_below == 0.99
     assert served.version == "+".join([served.card.version] + [m.card.version for m in served.second])
     assert DigitModel.serving(Settings(second_opinion=False)).second == []
     edit_card(model_dir / "default.json", second_opinion=None)  # what `train --extra` writes: no pairing

@@ -21,9 +21,10 @@ def test_unknown_model_is_named():
         build_model("resnet")
 
 
-def test_bn_folding_keeps_outputs():
+@pytest.mark.parametrize("name", ["default", "res"])  # res: a BatchNorm before a residual add, not a ReLU
+def test_bn_folding_keeps_outputs(name):
     torch.manual_seed(0)
-    model = build_model("default")
+    model = build_model(name)
     model.train()
     for _ in range(3):  # give BatchNorm non-trivial running statistics
         model(torch.rand(32, 1, 28, 28) * 3)

@@ -91,7 +91,36 @@ class DeepCNN(DigitCNN):
         super().__init__(c1, c2, c3, head, dropout, convs=2)
 
 
-ARCHITECTURES = {"mlp": MLP, "lenet5": LeNet5, "default": DigitCNN, "wide": WideCNN, "deep": DeepCNN}
+class ResBlock(nn.Module):
+    """Two 3x3 conv-BN layers with the input added back before the last ReLU (a ResNet basic block)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn(c, c), nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        return torch.relu(x + self.body(x))
+
+
+class ResCNN(nn.Module):
+    """A small ResNet: residual blocks at 14 and 7 pixels and a global-average-pooled head. Of another
+    family again than ``default``, ``wide`` and ``deep`` (whose dense heads read a 7x7 map), so its
+    mistakes fall elsewhere, which is what one more second opinion is for."""
+
+    def __init__(self, c1: int = 32, c2: int = 64, c3: int = 128, dropout: float = 0.2):
+        super().__init__()
+        self.features = nn.Sequential(
+            conv_bn(1, c1), conv_bn(c1, c1), nn.MaxPool2d(2),  # 28 -> 14
+            conv_bn(c1, c2), ResBlock(c2), nn.MaxPool2d(2),  # 14 -> 7
+            conv_bn(c2, c3), ResBlock(c3),
+        )  # fmt: skip
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(c3, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+ARCHITECTURES = {"mlp": MLP, "lenet5": LeNet5, "default": DigitCNN, "wide": WideCNN, "deep": DeepCNN, "res": ResCNN}
 
 
 def build_model(name: str, **hparams) -> nn.Module:
