@@ -13,6 +13,8 @@ import typer
 from phonereader import ROOT
 
 MODELS = ROOT / "models"
+EPOCHS = {"default": 30, "wide": 20, "deep": 15, "res": 10}  # the frozen recipe's epochs per model
+OTHER_EPOCHS = 12  # mlp and lenet5
 
 
 def _fail(e: Exception) -> None:
@@ -24,7 +26,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     @app.command()
     def train(
         model: str = typer.Option("default", help="mlp, lenet5, default, wide, deep or res (with --extra and no --init: the architecture)."),
-        epochs: Optional[int] = typer.Option(None, help="Epochs. Default: 30 for default, 20 for wide, 15 for deep, 10 for res, 12 for mlp and lenet5."),
+        epochs: Optional[int] = typer.Option(None, help=f"Epochs. Default: {', '.join(f'{n} for {m}' for m, n in EPOCHS.items())}, {OTHER_EPOCHS} for mlp and lenet5."),
         seed: int = typer.Option(0, help="Same seed, same data, same device: same weights."),
         device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
         data: Optional[Path] = typer.Option(None, help="MNIST folder (IDX .gz or PNG folders). Default: Settings().mnist_dir."),
@@ -59,7 +61,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             from training.train import TrainConfig
             from training.train import train as run
 
-            cfg = TrainConfig(model=model, epochs=epochs or {"default": 30, "wide": 20, "deep": 15, "res": 10}.get(model, 12), seed=seed,
+            cfg = TrainConfig(model=model, epochs=epochs or EPOCHS.get(model, OTHER_EPOCHS), seed=seed,
                               device=device, data=data, out=out, name=name, batch_size=batch_size,
                               lr=lr or 4e-3, limit=limit, polish_epochs=polish_epochs)  # fmt: skip
             run(cfg, command=command)
