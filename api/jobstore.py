@@ -176,6 +176,7 @@ def corrected(item: dict, labels: dict[int, str], region: str) -> dict:
     for pos, label in labels.items():
         if pos < len(glyphs):
             glyphs[pos]["digit"] = label
+            glyphs[pos]["needs_review"] = False
     # a number read with a leading "+" formats as "+digits"; that is how we know which rule applied
     plus = bool(model) and item.get("e164") == "+" + model
     info = phone.info("".join(digits), (item.get("region") or region) if plus else region, plus)

@@ -41,6 +41,7 @@ class PairedModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     card: str = Field(pattern=r"^[\w.-]+\.json$", description="The other model's card, a file beside this one.")
     version: str = Field(description="The other model's version.")
+    weight: float = Field(1.0, ge=0, description="Its vote on a doubtful crop, beside the others' (a weighted geometric mean).")
 
 
 class SecondOpinion(BaseModel):
@@ -51,8 +52,15 @@ class SecondOpinion(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    models: list[PairedModel] = Field(min_length=1, description="Read the doubtful crops too; all opinions weigh the same.")
+    models: list[PairedModel] = Field(min_length=1, description="Read the doubtful crops too.")
     below: float = Field(gt=0, le=1, description="Crops whose top probability is below this are also read by them.")
+    own_weight: float = Field(1.0, ge=0, description="This model's own vote on the crops it doubts (0: the others decide).")
+
+    @model_validator(mode="after")
+    def _someone_votes(self):
+        if self.own_weight + sum(m.weight for m in self.models) <= 0:
+            raise ValueError("a second opinion needs a vote above 0 somewhere")
+        return self
 
     @model_validator(mode="before")
     @classmethod

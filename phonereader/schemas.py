@@ -20,6 +20,7 @@ class DigitDetail(BaseModel):
     alternatives: list[Alternative] = Field(default_factory=list, description="Top 3, best first.")
     box: tuple[int, int, int, int] = Field(description="x0, y0, x1, y1 in the source image.")
     empty: bool = False
+    needs_review: bool = Field(False, description="`confidence` is under the review threshold: a person should look.")
 
 
 class Reading(BaseModel):
@@ -28,7 +29,7 @@ class Reading(BaseModel):
     kind: Literal["boxes", "line", "form"]
     digits: str
     confidence: float = Field(description="Probability that every digit is right (product).")
-    needs_review: bool
+    needs_review: bool = Field(description="A digit, or the whole number (`confidence`), is under the review threshold.")
     digits_detail: list[DigitDetail]
     valid: bool = False
     e164: str | None = None

@@ -79,6 +79,8 @@ def test_a_correction_becomes_a_training_sample(svc):
     assert shown["digits"] == fixed and shown["model_digits"] == read and shown["user_corrected"] == [0, 2]
     assert [d["digit"] for d in shown["digits_detail"] if not d.get("empty")] == list(fixed)
     assert shown["needs_review"] is False
+    glyphs = [d for d in shown["digits_detail"] if not d.get("empty")]
+    assert not glyphs[0]["needs_review"] and not glyphs[2]["needs_review"], "a digit a person gave needs no look"
     brief = svc.client.get(f"/api/jobs/{job_id}", params={"detail": "false"}).json()["items"][0]
     assert brief["digits"] == fixed and brief["digits_detail"] == []
 

@@ -72,6 +72,30 @@ def test_a_second_opinion_reads_only_the_doubtful_crops_and_is_averaged_in(monke
     assert first.version == f"{first.card.version}+{second.card.version}+{third.card.version}"
 
 
+def test_a_weighted_second_opinion_weighs_the_votes_and_asks_no_model_without_one(monkeypatch):
+    first, second = DigitModel.load(CARD, runtime="onnx"), DigitModel.load(CARD.with_name("lenet5.json"), runtime="onnx")
+    third = DigitModel.load(CARD.with_name("mlp.json"), runtime="onnx")
+    rng = np.random.default_rng(0)
+    x = rng.random((20, 28, 28), dtype=np.float32) ** 4
+    alone, theirs, thirds = first.predict_proba(x), second.predict_proba(x), third.predict_proba(x)
+    doubt = alone.max(1) < 0.99
+    assert 0 < doubt.sum() < len(x)
+    asked = []
+    monkeypatch.setattr(second, "predict_proba", lambda d: asked.append(len(d)) or theirs[doubt])
+    voted = first.with_second_opinion([second, third], 0.99, [0, 0, 2]).predict_proba(x)  # only the third decides
+    assert asked == [], "a model with no vote is not asked"
+    np.testing.assert_allclose(voted[doubt], thirds[doubt], atol=1e-5)
+    np.testing.assert_allclose(voted[~doubt], alone[~doubt], atol=1e-6)
+    assert first.version.endswith("@0:0:2"), "a reweighted pairing reads differently: another version"
+    voted = first.with_second_opinion([second, third], 0.99, [0, 1, 2]).predict_proba(x)
+    mean = (theirs[doubt] + 1e-12) ** (1 / 3) * (thirds[doubt] + 1e-12) ** (2 / 3)
+    np.testing.assert_allclose(voted[doubt], mean / mean.sum(1, keepdims=True), atol=1e-5)
+    with pytest.raises(ValueError, match="need 3 weights"):
+        first.with_second_opinion([second, third], 0.99, [1, 1])
+    with pytest.raises(ValueError, match="need 3 weights"):
+        first.with_second_opinion([second, third], 0.99, [0, 0, 0])
+
+
 def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_dir):
     from phonereader.config import Settings
     from phonereader.modelcard import load_card
@@ -119,6 +143,13 @@ def test_the_second_opinion_command_pairs_and_unpairs_a_card(model_dir):
     out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), str(model_dir / "lenet5.json")])
     assert out.exit_code == 0, out.output
     assert [m.card.name for m in DigitModel.serving(Settings(), card).second] == ["wide", "lenet5"]
+    out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), str(model_dir / "lenet5.json"),
+                                   "--weights", "0,1,2"])
+    assert out.exit_code == 0, out.output
+    served = DigitModel.serving(Settings(), card)
+    assert served.second_votes == [0, 1, 2] and served.version.endswith("@0:1:2")
+    out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), "--weights", "1,1,1"])
+    assert out.exit_code == 1 and "give 2 votes" in out.output
     out = CliRunner().invoke(app, ["second-opinion", str(card), str(CARD.with_name("wide.json"))])
     assert out.exit_code == 1 and "must sit beside" in out.output
     out = CliRunner().invoke(app, ["second-opinion", str(card), str(model_dir / "wide.json"), "--below", "0"])

@@ -6,6 +6,7 @@ explodes when called, which also proves cutting never touches the model.
 """
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -76,6 +77,30 @@ def test_lines_with_known_truth(rec, pool):
     for s, f, p in zip(samples, fields, rec.predict(fields)):
         score.add(s.truth, rec.read(f, p, s.region).digits)
     assert score.digit_accuracy >= 0.93, score
+
+
+@needs_model
+@needs_mnist
+@pytest.mark.parametrize("threshold, flagged", [(0.0, 0.0), (1.0, 1.0)])
+def test_evaluate_pipeline_counts_the_readings_flagged_for_review(tmp_path, monkeypatch, threshold, flagged):
+    """At threshold 0 no reading needs review; at 1 every one of these does (none is sure to the last bit)."""
+    from typer.testing import CliRunner
+
+    from phonereader.cli import app
+    from phonereader.config import get_settings
+
+    monkeypatch.setenv("PHONEREADER_REVIEW_THRESHOLD", str(threshold))
+    get_settings.cache_clear()
+    try:
+        out = CliRunner().invoke(app, ["evaluate-pipeline", "--kind", "line", "--n", "30", "--split", "test",
+                                       "--seed", "5", "--out", str(tmp_path / "e.json")])
+    finally:
+        get_settings.cache_clear()
+    assert out.exit_code == 0, out.output
+    line = json.loads((tmp_path / "e.json").read_text())["kinds"]["line"]
+    assert line["numbers"] == 30 and line["review_flagged"] == flagged
+    assert line["review_caught"] == (flagged if line["exact_match"] < 1 else 0.0)
+    assert "review" in out.output and f"threshold {threshold}" in out.output
 
 
 @needs_model

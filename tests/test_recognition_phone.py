@@ -124,6 +124,18 @@ def test_confident_valid_reading_needs_no_review():
     assert not r.needs_review and not r.corrected and r.valid and r.formatted == "(212) 555-0142"
 
 
+def test_a_number_less_sure_than_the_threshold_needs_review_though_no_digit_is():
+    """Ten digits at 0.97 are each above a 0.9 threshold, but all ten are right only about 3 times in 4."""
+    rec = Recognizer(model=object(), settings=Settings(review_threshold=0.9))
+    r = rec.read(_field(10), table("2125550142", sure=0.97), "US")
+    assert not any(d.needs_review for d in r.digits_detail)
+    assert r.confidence < 0.9 and r.needs_review
+    low = table("2125550142", sure=0.99)
+    low[3] = table("5", sure=0.6)[0]
+    r = rec.read(_field(10), low, "US")
+    assert [d.needs_review for d in r.digits_detail] == [i == 3 for i in range(10)] and r.needs_review
+
+
 def test_read_checks_the_row_count():
     rec = Recognizer(model=object(), settings=Settings())
     with pytest.raises(ValueError):

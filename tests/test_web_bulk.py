@@ -16,7 +16,6 @@ import zipfile
 
 import pytest
 
-from phonereader.config import Settings
 from tests.service import service_fixture
 from tests.webtest import DESKTOP, Console, chromium, needs_chromium, screenshot  # noqa: F401
 
@@ -127,10 +126,7 @@ def test_zip_and_dropped_image_fill_the_table_and_download(chromium, service, up
             assert item["error"]["message"] in cells[8]
         else:
             assert cells[3] == item["digits"] and cells[4] == (item["formatted"] or "")
-            # the page also asks for a look when the whole reading is unsure (its overall confidence is
-            # a product: ten digits at 0.95 are under the threshold though none is)
-            unsure = item["needs_review"] or item["confidence"] < Settings().review_threshold
-            flag = "⚠ review" if unsure else "⚠ invalid" if item["valid"] is False else "✓ ok"
+            flag = "⚠ review" if item["needs_review"] else "⚠ invalid" if item["valid"] is False else "✓ ok"
             assert cells[7] == flag
     failed = [i["source"] for i in items if i["status"] == "failed"]
     assert failed == ["numbers.zip/scans/corrupt.png"]

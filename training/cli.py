@@ -107,6 +107,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         card: Path = typer.Argument(..., help="The served model's card (e.g. models/default.json)."),
         others: Optional[list[Path]] = typer.Argument(None, help="The bigger models' cards, in the same folder. None: unpair."),
         below: float = typer.Option(0.99, min=0.0, max=1.0, help="Crops CARD is less sure of than this are read by all."),
+        weights: Optional[str] = typer.Option(None, help="Votes on a doubtful crop, comma-separated: CARD's first, then "
+                                              "the others' in order (default: all 1; 0 = no vote)."),
     ) -> None:
         """Pair a model with bigger ones that read the crops it doubts (or, with none, unpair it).
         The pairing is written into CARD: judge it with evaluate-pipeline --split val first."""
@@ -121,13 +123,17 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
                         raise ValueError(f"{other}: the second opinion's cards must sit beside {card}")
                 if below <= 0:  # the option's range (0 to 1) lets 0 through
                     raise ValueError(f"--below {below}: must be above 0 (0 would ask the others about no crop)")
-                paired = [PairedModel(card=o.name, version=load_card(o).version) for o in others]
-                main.second_opinion = SecondOpinion(models=paired, below=below)
+                votes = [float(w) for w in weights.split(",")] if weights else [1.0] * (len(others) + 1)
+                if len(votes) != len(others) + 1:
+                    raise ValueError(f"--weights {weights}: give {len(others) + 1} votes, {card.name}'s first")
+                paired = [PairedModel(card=o.name, version=load_card(o).version, weight=w) for o, w in zip(others, votes[1:])]
+                main.second_opinion = SecondOpinion(models=paired, below=below, own_weight=votes[0])
             save_card(main, card)
         except (ModelFileError, ValueError) as e:
             _fail(e)
         names = ", ".join(o.name for o in others or [])
-        typer.echo(f"{card}: " + (f"second opinion {names} below {below}" if others else "no second opinion"))
+        typer.echo(f"{card}: " + (f"second opinion {names} below {below}, votes {weights or 'equal'}" if others
+                                  else "no second opinion"))
 
     @bench.command("model")
     def bench_model(

@@ -39,10 +39,14 @@ class DigitModel:
         self._run = run  # (N,1,28,28) float32, mean/std-normalised -> (N,10) float32 logits
         self.second: list[DigitModel] = []  # the second opinion: see with_second_opinion
         self.second_below = 0.0
+        self.second_votes: list[float] = []  # their votes on a doubtful crop, this model's first
 
     @property
     def version(self) -> str:
-        return "+".join([self.card.version] + [m.card.version for m in self.second])
+        names = "+".join([self.card.version] + [m.card.version for m in self.second])
+        votes = self.second_votes
+        # the same models voting differently read differently: a reweighted pairing is a new version
+        return names if len(set(votes)) <= 1 else names + "@" + ":".join(f"{w:g}" for w in votes)
 
     @classmethod
     def serving(cls, settings, card_path: Path | str | None = None, device: str | None = None,
@@ -59,20 +63,25 @@ class DigitModel:
                     raise ModelFileError(f"{other.card_path}: is {other.version}, but {model.card_path} was paired "
                                          f"with {paired.version}")
                 others.append(other)
-            model.with_second_opinion(others, pairing.below)
+            model.with_second_opinion(others, pairing.below, [pairing.own_weight] + [m.weight for m in pairing.models])
         return model
 
-    def with_second_opinion(self, others: list["DigitModel"], below: float) -> "DigitModel":
+    def with_second_opinion(self, others: list["DigitModel"], below: float,
+                            weights: list[float] | None = None) -> "DigitModel":
         """Crops this model is less than ``below`` sure of are also read by ``others`` (bigger models,
-        too slow to read every crop), and all the opinions are averaged. Most crops are clear, so the
-        cost is a few percent of the bigger models'; the doubtful ones are where the errors are, and
-        models trained apart (other seeds) misread different ones."""
+        too slow to read every crop), and the opinions are averaged, weighted by ``weights`` (this
+        model's first; default: equal). Most crops are clear, so the cost is a few percent of the bigger
+        models'; the doubtful ones are where the errors are, and models trained apart misread different
+        ones. The more robust models deserve the larger votes on the distorted crops where doubt lives."""
         for other in others:
             if other.card.input.normalize_version != self.card.input.normalize_version:
                 raise ModelFileError(
                     f"{other.card_path}: trained on normalisation {other.card.input.normalize_version}, "
                     f"but {self.card_path} on {self.card.input.normalize_version}")
-        self.second, self.second_below = list(others), below
+        votes = [1.0] * (len(others) + 1) if weights is None else [float(w) for w in weights]
+        if len(votes) != len(others) + 1 or min(votes) < 0 or sum(votes) <= 0:
+            raise ValueError(f"need {len(others) + 1} weights >= 0 (this model's first), not {votes}")
+        self.second, self.second_below, self.second_votes = list(others), below, votes
         return self
 
     @classmethod
@@ -117,8 +126,12 @@ class DigitModel:
         doubt = probs.max(axis=1) < self.second_below
         if doubt.any():
             doubtful = np.asarray(digits)[doubt]
-            logs = [np.log(probs[doubt] + 1e-12)] + [np.log(m.predict_proba(doubtful) + 1e-12) for m in self.second]
-            probs[doubt] = softmax(np.mean(logs, axis=0))
+            own, *votes = np.asarray(self.second_votes) / sum(self.second_votes)
+            logs = own * np.log(probs[doubt] + 1e-12)
+            for w, m in zip(votes, self.second):
+                if w > 0:  # a model without a vote is not asked
+                    logs = logs + w * np.log(m.predict_proba(doubtful) + 1e-12)
+            probs[doubt] = softmax(logs)
         return probs
 
 

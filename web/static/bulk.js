@@ -6,7 +6,7 @@
 
 import { ApiError, cancelJob, errorText, isFinished, pollJob, postCorrection, submitJob } from "./api.js";
 import { download, toCsv, toJson } from "./export.js";
-import { LOW_CONFIDENCE, percent } from "./reading.js";
+import { percent } from "./reading.js";
 import { fillRegions } from "./regions.js";
 import { THUMB, Thumbnails } from "./thumbs.js";
 
@@ -370,7 +370,7 @@ function reviewBadge(item, finished) {
   if (item.status === "failed") {
     badge.classList.add("bad");
     badge.textContent = "failed";
-  } else if (item.needs_review || (item.confidence != null && item.confidence < LOW_CONFIDENCE)) {
+  } else if (item.needs_review) {
     badge.classList.add("warn");
     badge.textContent = "⚠ review";
   } else if (item.valid === false) {

@@ -188,8 +188,12 @@ function showJob(job, request) {
   view.show(item);
   if (!item.digits) {
     setStatus("No digits found. Try writing larger, with one digit per box.", { tone: "warn" });
-  } else if (item.needs_review || view.entries.some(isLow)) {
+  } else if (view.entries.some(isLow)) {
     setStatus("Please check the marked digits: click a digit to correct it.", { tone: "warn" });
+  } else if (item.needs_review) {
+    setStatus("Each digit looks likely, but the whole number is less sure: please check it, and click a digit to correct it.", {
+      tone: "warn",
+    });
   } else if (item.valid === false) {
     const region = item.region || els.region.value;
     setStatus(`That is not a valid ${region} phone number: check the digits, or click one to correct it.`, {

@@ -5,9 +5,6 @@
  * can correct a digit in place; the page decides what to do with the correction (see `onCorrect`).
  */
 
-/** Mirrors the server's default review threshold (Settings.review_threshold): below it a digit needs a look. */
-export const LOW_CONFIDENCE = 0.9;
-
 export const percent = (p) => (p == null ? "–" : `${Math.floor(p * 100)}%`);
 
 /**
@@ -30,10 +27,12 @@ export function digitEntries(item) {
     // Phone rules may replace the model's top reading by a valid one (item.corrected).
     modelDigit: details[i].digit,
     alternatives: details[i].alternatives ?? [],
+    // The server marks digits under its review threshold (Settings.review_threshold); the page does not guess it.
+    low: details[i].needs_review === true,
   }));
 }
 
-export const isLow = (entry) => entry.confidence != null && entry.confidence < LOW_CONFIDENCE;
+export const isLow = (entry) => entry.low === true;
 
 /**
  * Put the edited digits back into the server's formatted number, keeping its punctuation. The national

@@ -143,17 +143,19 @@ def evaluate_pipeline(
             raise typer.BadParameter(f"unknown kind {kind!r}", param_hint="--kind")
         rows[kind] = _evaluate(kind, rec, pool, forms if kind == "form" else n, seed, settings)
     table = Table(title=f"Recognition pipeline on synthetic {split}-split numbers (seed {seed}, model {rec.model.version})")
-    for col in ("kind", "numbers", "digits", "digit acc", "exact", "raw digit", "raw exact", "fixed"):
+    for col in ("kind", "numbers", "digits", "digit acc", "exact", "raw digit", "raw exact", "fixed", "review", "caught"):
         table.add_column(col, justify="right", no_wrap=True)
     for kind, r in rows.items():
         table.add_row(
             kind, str(r["numbers"]), str(r["digits"]), f"{100 * r['digit_accuracy']:.2f}%", f"{100 * r['exact_match']:.2f}%",
             f"{100 * r['raw_digit_accuracy']:.2f}%", f"{100 * r['raw_exact_match']:.2f}%", str(r["corrected"]),
+            f"{100 * r['review_flagged']:.0f}%", f"{100 * r['review_caught']:.0f}%",
         )
     Console(width=max(100, Console().width)).print(table)
     Console(width=max(100, Console().width)).print(
         "digit acc = 1 - edits/digits (a missed, extra or wrong digit is one edit); raw = before phone-rule correction; "
-        "fixed = readings the phone rules corrected; exact = whole number right."
+        "fixed = readings the phone rules corrected; exact = whole number right; review = readings flagged "
+        f"needs_review (threshold {settings.review_threshold}); caught = share of the wrong readings flagged."
     )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,39 +169,42 @@ def _evaluate(kind: str, rec, pool, n: int, seed: int, settings) -> dict:
     from training import synth
 
     final, raw = synth.Score(), synth.Score()
-    corrected = 0
+    corrected = flagged = wrong = caught = 0
+
+    def add(truth: str, r) -> None:
+        """One reading (None: its field was not found) into the scores and the review counts."""
+        nonlocal corrected, flagged, wrong, caught
+        final.add(truth, r.digits if r else "")
+        raw.add(truth, r.raw_digits if r else "")
+        corrected += bool(r and r.corrected)
+        flagged += bool(r and r.needs_review)
+        wrong += (r.digits if r else "") != truth
+        caught += bool(r and r.needs_review and r.digits != truth)
+
     if kind == "boxes":
         for s in tqdm(synth.make_boxes(pool, n, seed), desc="boxes", leave=False):
             inks = [load_page(b, "box.png", 0, settings) for b in s.images]
-            r = rec.recognize(inks, "boxes", s.region)[0]
-            final.add(s.truth, r.digits)
-            raw.add(s.truth, r.raw_digits)
-            corrected += r.corrected
+            add(s.truth, rec.recognize(inks, "boxes", s.region)[0])
     elif kind == "line":
         samples = synth.make_lines(pool, n, seed)
         for i in tqdm(range(0, len(samples), 64), desc="lines", leave=False):
             chunk = samples[i : i + 64]
             fields = [rec.cut(load_page(s.image, "line", 0, settings), "line")[0] for s in chunk]
             for s, f, p in zip(chunk, fields, rec.predict(fields)):
-                r = rec.read(f, p, s.region)
-                final.add(s.truth, r.digits)
-                raw.add(s.truth, r.raw_digits)
-                corrected += r.corrected
+                add(s.truth, rec.read(f, p, s.region))
     else:
         for s in tqdm(synth.make_forms(pool, n, seed), desc="forms", leave=False):
             fields = rec.cut(load_page(s.image, f"form.{s.fmt}", 0, settings), "auto")
             probs = rec.predict(fields)
             match = synth.match_fields(s.fields, [f.box or (0, 0, 0, 0) for f in fields])
             for truth, m in zip(s.fields, match):  # a field not found, or read as a line, reads as nothing
-                r = rec.read(fields[m], probs[m], truth.region) if m is not None and fields[m].kind == "form" else None
-                final.add(truth.truth, r.digits if r else "")
-                raw.add(truth.truth, r.raw_digits if r else "")
-                corrected += bool(r and r.corrected)
+                add(truth.truth, rec.read(fields[m], probs[m], truth.region) if m is not None and fields[m].kind == "form" else None)
     return {
         "numbers": final.numbers, "digits": final.digits,
         "digit_accuracy": final.digit_accuracy, "exact_match": final.exact_match,
         "raw_digit_accuracy": raw.digit_accuracy, "raw_exact_match": raw.exact_match,
         "corrected": corrected,
+        "review_flagged": flagged / max(1, final.numbers), "review_caught": caught / max(1, wrong),
     }
 
 
