@@ -64,14 +64,17 @@ def accuracy(reads, digit: str | None = None) -> float:
 def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
     if not model_available():
         pytest.skip("no committed model")
+    from phonereader.config import Settings
     from phonereader.modelcard import load_card
     from training.extra import deploy
+    from worker.engine import DigitModel
 
     serve = tmp_path / "serve" / "default.json"  # the workers serve a copy; models/default.* is never touched
     serve.parent.mkdir()
     paired = [m.card.removesuffix(".json") for m in load_card(ROOT / "models" / "default.json").second_opinion.models]
     for name in ["default", *paired]:  # default.json names its second opinion's cards, which sit beside it
         copy_model(name, serve.parent)
+    old_version = DigitModel.serving(Settings(), serve).version  # default+wide+deep+res, with their votes
     corrections = tmp_path / "corrections"
     env = {"PHONEREADER_MODEL_PATH": str(serve), "PHONEREADER_CORRECTIONS_DIR": str(corrections),
            "PHONEREADER_ADMIN_TOKEN": TOKEN, "PHONEREADER_MODEL_RELOAD_S": "0.3"}
@@ -130,7 +133,6 @@ def test_corrections_teach_the_model_a_regional_style(tmp_path, mnist_dir):
     # The committed model serves with its second opinion; the fine-tuned card names none, so its own
     # reading of a regional 1 is not outvoted by a model that never saw one.
     new_version = load_card(card).version
-    old_version = "+".join(load_card(ROOT / "models" / f"{name}.json").version for name in ["default", *paired])
     printed = cli(["evaluate", str(card), "--extra", str(export), "--baseline", str(ROOT / "models" / "default.json"),
                    "--limit", "2000", "--device", "cpu", "--data", str(mnist_dir)])
     scores = json.loads(printed.strip().splitlines()[-1])

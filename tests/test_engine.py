@@ -102,7 +102,8 @@ def test_the_card_names_its_second_opinion_and_a_fine_tuned_card_has_none(model_
 
     served = DigitModel.serving(Settings())  # the committed default.json pairs itself with the bigger models
     assert [m.card.name for m in served.second] == ["wide", "deep", "res"] and served.second_below == 0.99
-    assert served.version == "+".join([served.card.version] + [m.card.version for m in served.second])
+    assert served.second_votes == [0, 1, 1, 2]  # chosen on val: default only decides which crops are doubtful
+    assert served.version == "+".join([served.card.version] + [m.card.version for m in served.second]) + "@0:1:1:2"
     assert DigitModel.serving(Settings(second_opinion=False)).second == []
     edit_card(model_dir / "default.json", second_opinion=None)  # what `train --extra` writes: no pairing
     assert DigitModel.serving(Settings(), model_dir / "default.json").second == []
