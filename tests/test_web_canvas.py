@@ -132,26 +132,34 @@ def test_pen_on_the_free_form_canvas_reads_the_number(chromium, service):
     console.assert_clean()
 
 
-def test_low_confidence_digits_are_marked_on_the_digit_and_its_box(chromium, service):
-    """Clean strokes read at ~99 %, so a doubtful reading is staged: the real job's answer passes
-    through with the second digit's confidence lowered to 42 %."""
+def _read_258_staged(chromium, service, stage):
+    """Write 2, 5, 8 in the first boxes and recognise them, the real job's answer passing through
+    ``stage(item)`` on its way to the page (clean strokes read at ~99 %, so doubt has to be staged)."""
     page, console = open_page(chromium, service.url, DESKTOP)
     boxes = page.locator("#boxes canvas.pad")
     for i, digit in enumerate("258"):
         write(Mouse(page), place(digit_strokes(digit), *box_of(boxes.nth(i))))
 
-    def lower_second_digit(route):
+    def restage(route):
         response = route.fetch()
         job = response.json()
         for item in job.get("items") or []:
             if item.get("digits_detail"):
-                [d for d in item["digits_detail"] if not d["empty"]][1].update(confidence=0.42, needs_review=True)
-                item["confidence"] = 0.41
-                item["needs_review"] = True
+                stage(item)
         route.fulfill(response=response, json=job)
 
-    page.route("**/api/jobs/*", lower_second_digit)
+    page.route("**/api/jobs/*", restage)
     assert recognise(page) == "258"
+    return page, console
+
+
+def test_low_confidence_digits_are_marked_on_the_digit_and_its_box(chromium, service):
+    """The server's answer with the second digit's confidence lowered to 42 % and flagged."""
+    def lower_second_digit(item):
+        [d for d in item["digits_detail"] if not d["empty"]][1].update(confidence=0.42, needs_review=True)
+        item.update(confidence=0.41, needs_review=True)
+
+    page, console = _read_258_staged(chromium, service, lower_second_digit)
     chips = page.locator("#digit-list .digit")
     assert [("low" in c.get_attribute("class")) for c in chips.all()] == [False, True, False]
     assert chips.nth(1).locator(".c").inner_text() == "42%"
@@ -163,23 +171,9 @@ def test_low_confidence_digits_are_marked_on_the_digit_and_its_box(chromium, ser
 
 
 def test_an_unsure_number_with_no_unsure_digit_asks_for_a_check_without_marking_digits(chromium, service):
-    """The server flags a number whose overall confidence is under the threshold though no digit is (staged:
-    the real answer passes through with needs_review set): the page says so, and marks no digit."""
-    page, console = open_page(chromium, service.url, DESKTOP)
-    boxes = page.locator("#boxes canvas.pad")
-    for i, digit in enumerate("258"):
-        write(Mouse(page), place(digit_strokes(digit), *box_of(boxes.nth(i))))
-
-    def flag_the_number(route):
-        response = route.fetch()
-        job = response.json()
-        for item in job.get("items") or []:
-            if item.get("digits_detail"):
-                item["needs_review"] = True
-        route.fulfill(response=response, json=job)
-
-    page.route("**/api/jobs/*", flag_the_number)
-    assert recognise(page) == "258"
+    """The server flags a number whose overall confidence is under the threshold though no digit is: the
+    page says so, and marks no digit."""
+    page, console = _read_258_staged(chromium, service, lambda item: item.update(needs_review=True))
     assert not any("low" in c.get_attribute("class") for c in page.locator("#digit-list .digit").all())
     assert "whole number is less sure" in page.locator("#status").inner_text()
     console.assert_clean()
