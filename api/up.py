@@ -169,7 +169,8 @@ class Stack:
         port = port or free_port()
         directory = self._dir()
         cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-               "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "everysec",
+               # fsync before every reply: "everysec" may reply before writing at all (docker/redis.conf)
+               "--dir", str(directory), "--appendonly", "yes", "--appendfsync", "always",
                "--save", "", "--maxmemory-policy", "noeviction", "--loglevel", "warning", "--daemonize", "no"]
         self._spawn("redis", cmd, env=dict(os.environ), to_log=True)  # its banner is noise on a terminal
         self.redis_url = f"redis://127.0.0.1:{port}/0"
