@@ -273,6 +273,7 @@ def test_redis_persists_with_aof_and_never_evicts(services):
     settings = dict(re.findall(r"^(\S+)\s+(.+)$", config, re.M))
     settings.update(dict(re.findall(r"--(\S+)\s+(\S+)", args)))
     assert settings["appendonly"] == "yes"
+    assert settings["appendfsync"] == "always", "everysec may reply before writing: a killed Redis loses accepted jobs"
     assert settings["maxmemory-policy"] == "noeviction"
     assert "/usr/local/etc/redis/redis.conf" in args
     assert "redis.conf /usr/local/etc/redis/redis.conf" in (ROOT / "docker" / "redis.Dockerfile").read_text()

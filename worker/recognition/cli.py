@@ -169,16 +169,15 @@ def _evaluate(kind: str, rec, pool, n: int, seed: int, settings) -> dict:
     from training import synth
 
     final, raw = synth.Score(), synth.Score()
-    corrected = flagged = wrong = caught = 0
+    corrected = flagged = caught = 0
 
     def add(truth: str, r) -> None:
         """One reading (None: its field was not found) into the scores and the review counts."""
-        nonlocal corrected, flagged, wrong, caught
+        nonlocal corrected, flagged, caught
         final.add(truth, r.digits if r else "")
         raw.add(truth, r.raw_digits if r else "")
         corrected += bool(r and r.corrected)
         flagged += bool(r and r.needs_review)
-        wrong += (r.digits if r else "") != truth
         caught += bool(r and r.needs_review and r.digits != truth)
 
     if kind == "boxes":
@@ -204,7 +203,7 @@ def _evaluate(kind: str, rec, pool, n: int, seed: int, settings) -> dict:
         "digit_accuracy": final.digit_accuracy, "exact_match": final.exact_match,
         "raw_digit_accuracy": raw.digit_accuracy, "raw_exact_match": raw.exact_match,
         "corrected": corrected,
-        "review_flagged": flagged / max(1, final.numbers), "review_caught": caught / max(1, wrong),
+        "review_flagged": flagged / max(1, final.numbers), "review_caught": caught / max(1, final.numbers - final.exact),
     }
 
 

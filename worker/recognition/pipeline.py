@@ -240,13 +240,14 @@ class Recognizer:
             top3 = np.argsort(-pr)[:3]
             d = int(chosen[k])
             k += 1
+            conf = float(pr[d])
             details.append(
                 DigitDetail(
                     digit=str(d),
-                    confidence=float(pr[d]),
+                    confidence=conf,
                     alternatives=[Alternative(digit=str(int(a)), p=float(pr[a])) for a in top3],
                     box=box,
-                    needs_review=float(pr[d]) < threshold,
+                    needs_review=conf < threshold,
                 )
             )
         confs = [dd.confidence for dd in details if not dd.empty]
