@@ -91,6 +91,7 @@ class Slot:
     ratio: float = 0.0  # the blob's width over the digit height (for tuning and debugging)
     pair_split: Callable[[], list[Option]] | None = None  # a narrow blob's splits as a touching pair, cut on demand
     drop: float | None = None  # log prior that this lone glyph is no digit (see LineParams.drop_below)
+    bracket: str | None = None  # '(' or ')': a bracket by its shape, unless the model reads a digit (see cut_line)
 
 
 @dataclass
@@ -674,6 +675,8 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
         u, m = units[i], masks[i]
         if kinds[i] is not None:
             out.separators.append((kinds[i], frame.to_source((u.x0, u.y0, u.x1, u.y1))))
+            if kinds[i] in "()":  # a 3 or a narrow 0 may be shaped like one: the model has a say
+                out.slots.append(Slot([Option([_whole(work, m, u)])], u.w / H, bracket=kinds[i]))
             i += 1
             continue
         nxt = units[i + 1] if i + 1 < len(units) else None

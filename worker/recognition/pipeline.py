@@ -79,6 +79,8 @@ class Field:
     pair_splits: list[tuple[int, Callable[[], list[linemod.Option]]]] = dc_field(default_factory=list)
     # lone glyphs that may be no digit (an unpaired bracket, a loose bar): (glyph index, log prior)
     droppable: list[tuple[int, float]] = dc_field(default_factory=list)
+    # glyphs shaped like a bracket, '(' or ')': brackets unless the model reads a digit (see _brackets)
+    brackets: list[tuple[int, str]] = dc_field(default_factory=list)
 
     @property
     def glyph_rows(self) -> list[int | None]:
@@ -100,6 +102,26 @@ def _union(boxes: list[Box]) -> Box | None:
     return int(a[:, 0].min()), int(a[:, 1].min()), int(a[:, 2].max()), int(a[:, 3].max())
 
 
+BRACKET_DIGIT = 0.99  # a bracket-shaped glyph read this surely as a digit other than 1 is that digit
+
+
+def _brackets(field: Field, probs: np.ndarray) -> set[int]:
+    """Rows of the bracket-shaped glyphs that are brackets, not digits.
+
+    The shape test takes a narrow 3, an open 0 or a 2 for a bracket now and then, and the reading loses
+    a digit. The digit model reads real brackets as 1s (MNIST has no brackets), so one it reads surely
+    as another digit is that digit; and brackets come in pairs, so when one of a pair is a digit, its
+    partner is a digit too unless it reads as a 1.
+    """
+    rows = field.glyph_rows
+    read = {g: int(probs[rows[g]].argmax()) for g, _ in field.brackets}
+    digit = {g: read[g] != 1 and float(probs[rows[g]].max()) >= BRACKET_DIGIT for g in read}
+    for (g, a), (h, b) in zip(field.brackets, field.brackets[1:]):
+        if a == "(" and b == ")" and (digit[g] or digit[h]):
+            digit[g], digit[h] = read[g] != 1, read[h] != 1
+    return {rows[g] for g in read if not digit[g]}
+
+
 def _whole(field: Field, g: int) -> Option:
     """Glyph ``g`` read as it was cut: the default option of a second-look Choice."""
     return Option([field.glyph_rows[g]], [field.boxes[g]], 0.0)
@@ -110,7 +132,7 @@ def line_field(cut: linemod.LineCut) -> Field:
     pieces: list[linemod.Piece] = []
     boxes: list[Box] = []
     pending: list[tuple[int, linemod.Slot]] = []
-    pair_splits, droppable = [], []
+    pair_splits, droppable, brackets = [], [], []
     for slot in cut.slots:
         first = len(pieces)
         pieces.extend(slot.options[0].pieces)
@@ -121,6 +143,8 @@ def line_field(cut: linemod.LineCut) -> Field:
             pair_splits.append((first, slot.pair_split))
         if slot.drop is not None:
             droppable.append((first, slot.drop))
+        if slot.bracket is not None:
+            brackets.append((first, slot.bracket))
     choices = []
     for first, slot in pending:
         d = slot.options[0]
@@ -131,9 +155,10 @@ def line_field(cut: linemod.LineCut) -> Field:
             opts.append(Option(rows, [pc.box for pc in o.pieces], o.prior, o.pair))
         choices.append(Choice(first, opts))
     crops = normalize_batch([pc.ink for pc in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
-    first_digit = min((b[0] for b in boxes), default=None)
+    shaped = {g for g, _ in brackets}
+    first_digit = min((b[0] for g, b in enumerate(boxes) if g not in shaped), default=None)
     plus = any(ch == "+" and (first_digit is None or b[2] <= first_digit + 2) for ch, b in cut.separators)
-    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus, pair_splits, droppable)
+    return Field("line", crops, boxes, [False] * len(boxes), list(cut.separators), choices, _union(boxes), plus, pair_splits, droppable, brackets)
 
 
 class Recognizer:
@@ -282,13 +307,14 @@ class Recognizer:
         base: list[tuple[Box, int | None]] = list(zip(field.boxes, field.glyph_rows))
         choices = list(field.choices)
         fixes: dict[tuple[int, ...], np.ndarray | None] = {}
+        brackets = _brackets(field, probs)
 
         def glyphs_for(pick: tuple[int, ...]) -> list[tuple[Box, int | None]]:
             glyphs = list(base)
             for ch, k in sorted(zip(choices, pick), key=lambda t: -t[0].first):  # from the right: indices stay valid
                 o, n_default = ch.options[k], len(ch.options[0].rows)
                 glyphs[ch.first : ch.first + n_default] = list(zip(o.boxes, o.rows))
-            return glyphs
+            return [g for g in glyphs if g[1] not in brackets]
 
         def valid(pick: tuple[int, ...]) -> bool:
             """The reading with these cuts is a valid, well-formed number, as read or after phone.correct."""
@@ -307,7 +333,7 @@ class Recognizer:
             probs = self._add_pair_readings(probs, field, choices)
         pick = choose.best(choose.option_scores(choices, logmax(probs)))
         second_look = self.max_choice_loss > 0 and (choices or field.pair_splits or field.droppable)
-        if second_look and (not valid(pick) or self._sure_pair(field, probs, region)):  # skipped here, valid(pick) runs below
+        if second_look and (not valid(pick) or self._sure_pair(field, probs, region, brackets)):  # skipped here, valid(pick) runs below
             probs, model_logits = self._add_pair_splits(field, probs, choices)
             for g, prior in field.droppable:  # keep the glyph (the default) or read it as no digit
                 choices.append(Choice(g, [_whole(field, g), Option([], [], prior, dropped=True)]))
@@ -318,16 +344,18 @@ class Recognizer:
             valid(pick)
         return glyphs, probs, fixes[pick]
 
-    def _sure_pair(self, field: Field, probs: np.ndarray, region: str) -> bool:
+    def _sure_pair(self, field: Field, probs: np.ndarray, region: str, brackets: set[int]) -> bool:
         """Is a valid reading's narrow first blob surely two touching digits, while the reading does not
         start with the region's national prefix? A US 1 touching the next digit reads as a valid number
         one digit short. Only such lines (about a fifth) pay for the one small pair-model call."""
-        if field.plus or not field.pair_splits or field.pair_splits[0][0] != 0 or self.pair_model is None:
+        first = next((g for g, r in enumerate(field.glyph_rows) if r not in brackets), None)
+        if field.plus or not field.pair_splits or field.pair_splits[0][0] != first or self.pair_model is None:
             return False
         prefix = phone.national_prefix(region)
-        if not prefix or str(int(probs[field.glyph_rows[0]].argmax())) == prefix[0]:
+        row = field.glyph_rows[first]
+        if not prefix or str(int(probs[row].argmax())) == prefix[0]:
             return False
-        z, _, _ = self.pair_model.predict(field.crops[[field.glyph_rows[0]]])
+        z, _, _ = self.pair_model.predict(field.crops[[row]])
         return bool(z[0] > choose.SURE_PAIR)
 
     def _add_pair_splits(self, field: Field, probs: np.ndarray, choices: list[Choice]) -> tuple[np.ndarray, dict[int, float] | None]:
