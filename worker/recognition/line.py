@@ -214,7 +214,7 @@ def _groups(c: Components, keep: np.ndarray, H: float, p: LineParams, slope: flo
     if bar.any() and tall.any():
         for j in np.flatnonzero(bar):
             # a tall neighbour, or a smaller bowl under the bar that the bar makes digit-high
-            body = tall | ((h >= 0.4 * H) & (mh[:, j] >= 0.75 * H))
+            body = tall | ((h >= 0.4 * H) & (mh[:, j] >= 0.55 * H))
             cand = np.flatnonzero(body & (gap[:, j] <= 0.25 * H) & (y1 > y1[j]))
             if len(cand):
                 left_first = gap[cand, j] - 0.05 * H * ((x0[cand] + x1[cand]) / 2 < (x0[j] + x1[j]) / 2)
