@@ -358,3 +358,20 @@ def test_digits_touching_across_a_form_wall_are_also_read_whole_by_the_pair_mode
     assert _rec(Stub(probs), max_loss=0, pair_model=None).read(field, probs, "US").digits == "0685"
     probs[[1, 2]] = _probs([(6, 0.99), (8, 0.99)])
     assert _rec(Stub(probs), max_loss=0, pair_model=pair).read(field, probs, "US").digits == "0685"
+
+
+def test_a_wide_blob_is_split_where_both_pieces_are_digit_shaped():
+    """A 7 whose bar runs on into the 2 beside it: a cut through the bar alone crosses the least ink,
+    left of the 7's stem too, but leaves a stub of bar as a "digit". The split offered is the dearer seam
+    between the stem and the 2, and with it two digits are likelier than one blob 1.5 H wide."""
+    H = 30
+    m = np.zeros((H, 45), bool)
+    m[2:5, 0:27] = True  # the 7's bar, running into the 2's top
+    m[2:29, 18:21] = True  # its stem
+    m[4:7, 24:44] = m[4:29, 41:44] = m[15:18, 24:44] = m[15:29, 24:27] = m[26:29, 24:44] = True  # a boxy 2
+    u = linemod._Unit([0], 0, 0, m.shape[1], m.shape[0])
+    shaped = [o for o in linemod._options(m.astype(np.float32), m, u, float(H), linemod.LineParams()) if len(o.pieces) == 2]
+    assert all(min(pc.box[3] - pc.box[1] for pc in o.pieces) >= 0.55 * H for o in shaped[:1])
+    assert shaped[0].prior > 0 and shaped[0].pieces[0].box[2] <= 24
+    cheapest = linemod._options(m.astype(np.float32), m, u, float(H), linemod.LineParams(seam_candidates=2))
+    assert all(o.prior < 0 for o in cheapest if len(o.pieces) == 2)  # what the two cheapest seams alone gave

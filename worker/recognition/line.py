@@ -51,6 +51,7 @@ class LineParams:
     # before session 9: two 1s touching in a V, or a 1 over a 7, are narrower; val lines 262 -> 239 edits)
     whole_below: float = 1.6  # wider blobs are never one digit
     three_from: float = 1.75
+    seam_candidates: int = 4  # seams looked at for a digit-shaped split (see _seams)
     two_at: float = 1.25  # width (in H) where one digit and two are equally likely
     three_at: float = 2.1
     count_slope: float = 14.0  # log-odds per H of width
@@ -604,6 +605,28 @@ def _pair_options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, r: float,
     return out
 
 
+def _seams(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams, want: int):
+    """The ``want`` cheapest seams, and the cheapest one whose two pieces are both digit-shaped if
+    those are not.
+
+    The cheapest path through two touching digits often clips a corner off one of them (the tip of a
+    7's bar over a 2): one stroke crossed instead of two. Its stub piece sinks the split's prior, and the
+    blob stays one digit. A dearer seam further along usually parts the two digits."""
+    found, any_shaped = [], False
+    for path, _ in cut_paths(m, H, k=p.seam_candidates):
+        if len(found) >= want and any_shaped:
+            break
+        a, b = _split(m, path)
+        pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
+        if pa is None or pb is None:
+            continue
+        shaped = _prior([pa, pb], p.two_at, H, p) == 0.0  # no shape penalty
+        if len(found) < want or shaped:
+            found.append((a, b, pa, pb))
+            any_shaped |= shaped
+    return found
+
+
 def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams) -> list[Option]:
     """Whole, or split in two (at the best cuts), or in three for very wide blobs; most probable first.
 
@@ -616,11 +639,7 @@ def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams)
         opts.append(Option([whole], _prior([whole], r, H, p)))
     if r < p.split_from:
         return opts
-    for path, _ in cut_paths(m, H, k=1 if r < p.two_at else 2):
-        a, b = _split(m, path)
-        pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
-        if pa is None or pb is None:
-            continue
+    for a, b, pa, pb in _seams(work, m, u, H, p, 1 if r < p.two_at else 2):
         two = [pa, pb]
         opts.append(Option(two, _prior(two, r, H, p)))
         if r >= p.three_from and len(opts) <= 2:  # split the wider half again
