@@ -17,6 +17,7 @@ from phonereader.config import Settings
 from phonereader.imageio import load_page
 from training import synth
 from worker.recognition import Field, Recognizer
+from worker.recognition import line as linemod
 
 SETTINGS = Settings()
 HAVE_MODEL = SETTINGS.model_path.exists()
@@ -466,6 +467,22 @@ def test_a_four_whose_arm_misses_its_stem_reads_as_one_four(rec):
     assert rec.recognize(ink, "line")[0].digits == "247"
 
 
+def test_a_broken_digit_with_a_blot_beside_it_is_still_offered_whole():
+    """A 3 broken across its middle, its bowl shifted right of its top: two pieces side by side, offered
+    as one digit or two. A blot the pen left against the bowl joins the bowl's unit; it must not hide
+    the pair (it did: the 3 read as "70")."""
+
+    def broken_three(d, x):
+        d.line([(x, 22), (x + 24, 22), (x + 10, 36)], fill=255, width=4)
+        d.line([(x + 20, 44), (x + 36, 50), (x + 36, 60), (x + 18, 66)], fill=255, width=4)
+        d.rectangle([x + 39, 40, x + 44, 44], fill=255)
+
+    cut = linemod.cut_line(_between_2_and_7(broken_three))
+    assert len(cut.slots) == 3
+    assert sorted(len(o.pieces) for o in cut.slots[1].options) == [1, 2]
+    assert cut.slots[1].options[0].pieces[0].box[2] >= 144  # whole, with the blot
+
+
 @needs_model
 def test_a_stroke_drawn_as_dots_stays_with_its_digit(rec):
     """A skipping pen draws a 6's rising stroke as dots too small to count as glyphs; kept with the loop
@@ -487,7 +504,6 @@ def test_a_stroke_drawn_as_dots_stays_with_its_digit(rec):
 def test_a_floating_bar_joins_the_small_bowl_under_it_not_the_tall_neighbour():
     """A 5 drawn as a small bowl (under 0.6 digit heights) with its bar floating up and to the right,
     close to a 0: the bar belongs to the bowl it makes digit-high, not to the nearest tall glyph."""
-    from worker.recognition import line as linemod
     from worker.recognition.glyphs import components
 
     # 1, bowl, bar, 0; then a small 5 written high (bowl 0.4 and bar and bowl together 0.68 digit heights,

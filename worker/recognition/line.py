@@ -661,6 +661,16 @@ def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams)
     return opts
 
 
+def _broken_pair(c: Components, keep: np.ndarray, u: _Unit, v: _Unit, pair_of: dict[int, int], H: float, p: LineParams) -> bool:
+    """Are neighbouring units ``u`` and ``v`` the two pieces of one ambiguous broken pair, give or take
+    a sliver the pen left against one of them?"""
+    a = next((k for k in u.ids if pair_of.get(k, -1) in v.ids), None)
+    if a is None:
+        return False
+    rest = [k for k in u.ids + v.ids if keep[k] and k not in (a, pair_of[a])]
+    return all(max(c.h[k], c.w[k]) < p.dot * H for k in rest)
+
+
 def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
     """Slots in reading order (left to right), with separators kept apart and boxes in source coordinates."""
     work, mask, c, H, frame, slope = prepare(ink, p)
@@ -699,7 +709,7 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
             i += 1
             continue
         nxt = units[i + 1] if i + 1 < len(units) else None
-        if nxt is not None and kinds[i + 1] is None and keep[u.ids].sum() == 1 and keep[nxt.ids].sum() == 1 and pair_of.get(u.ids[0]) == nxt.ids[0]:
+        if nxt is not None and kinds[i + 1] is None and _broken_pair(c, keep, u, nxt, pair_of, H, p):
             # two overlapping tall blobs, or two broken pieces side by side (specks aside): one digit, or two?
             # Width says little here, so only the pieces' shapes enter the prior and the model decides.
             merged = _unit(c, u.ids + nxt.ids)
