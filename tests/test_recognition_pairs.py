@@ -289,7 +289,8 @@ class StubPairs:
 
 def test_a_wide_blob_is_read_whole_by_the_pair_model_when_its_seam_is_poor():
     """212 555 0142 with "14" one wide blob: whole (row 7), or a seam split whose pieces read as junk
-    (rows 9, 10); the pair model reads the blob as "14" and that reading wins, with the seam's boxes."""
+    (rows 9, 10); the pair model reads the blob as "14" and that reading wins, with the seam's boxes
+    (its probabilities pooled with the junk pieces' readings, which lowers them)."""
     digits = "21255504" + "2"
     boxes = [(20 * i, 0, 20 * i + 15, 20) for i in range(9)]
     probs = np.concatenate([_probs([(int(d), 0.99) for d in digits]), _probs([(7, 0.4), (9, 0.4)])])
@@ -302,7 +303,8 @@ def test_a_wide_blob_is_read_whole_by_the_pair_model_when_its_seam_is_poor():
     r = rec.read(field, probs, "US")
     assert r.digits == "2125550142" and pairs.calls == 1
     assert [d.box for d in r.digits_detail[7:9]] == seam.boxes
-    assert r.digits_detail[7].confidence == pytest.approx(0.95, abs=1e-3)
+    pooled = choose.pool(_probs([(1, 0.95)]), probs[[9]])[0, 1]  # the pair model's 1, with a say for the junk piece
+    assert r.digits_detail[7].confidence == pytest.approx(float(pooled), abs=1e-3) and 0.7 < pooled < 0.95
     rec.pair_readings = False
     assert rec.read(field, probs, "US").raw_digits != "2125550142"
 
@@ -375,3 +377,15 @@ def test_a_wide_blob_is_split_where_both_pieces_are_digit_shaped():
     assert shaped[0].prior > 0 and shaped[0].pieces[0].box[2] <= 24
     cheapest = linemod._options(m.astype(np.float32), m, u, float(H), linemod.LineParams(seam_candidates=2))
     assert all(o.prior < 0 for o in cheapest if len(o.pieces) == 2)  # what the two cheapest seams alone gave
+
+
+def test_pooling_lets_the_surer_reader_of_a_touching_digit_decide():
+    """A 7 tucked against a 4: the pair model wavers between 4 and 7, the digit model is sure of the 7
+    cut out at the seam, and the pooled reading is 7. A piece that lost a corner to the seam and reads
+    as a doubtful 1 does not overturn a sure pair-model 7."""
+    heads = _probs([(4, 0.5)])
+    heads[0, 7] = 0.45
+    assert choose.pool(heads, _probs([(7, 0.99)])).argmax() == 7
+    assert choose.pool(heads, _probs([(4, 0.99)])).argmax() == 4
+    sure = choose.pool(_probs([(7, 0.98)]), _probs([(1, 0.6)]))
+    assert sure.argmax() == 7 and sure.sum() == pytest.approx(1.0, abs=1e-5)

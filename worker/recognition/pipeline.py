@@ -395,15 +395,22 @@ class Recognizer:
         seam separates them, and the whole-blob reading is right. On forms, two digits touching across
         a box wall get it too: a 0 spilling into the 3 next door leaves a "C" on one side of the wall
         and a "B" on the other, and no seam near the wall parts them; the pair model reads the "03".
-        Replaces those Choices in ``choices`` and returns ``probs`` with the heads' rows appended."""
+        In lines the heads' readings are pooled with the digit model's reading of the seam's pieces
+        (:func:`choose.pool`): each is wrong where the other is often right. Not on forms: there the
+        parting is the wall, and the pair reading is for the digits it does not part (val forms: no
+        reading changed either way).
+        Replaces those Choices in ``choices`` and returns ``probs`` with the pooled rows appended."""
         wide = [c for c, ch in enumerate(choices) if any(len(o.rows) == 1 for o in ch.options) and any(len(o.rows) == 2 for o in ch.options)]
         if not wide or self.pair_model is None:
             return probs
         whole = [next(o.rows[0] for o in choices[c].options if len(o.rows) == 1) for c in wide]
         _, left, right = self.pair_model.predict(field.crops[whole])
-        for i, c in enumerate(wide):
+        seams = [next(o for o in choices[c].options if len(o.rows) == 2) for c in wide]
+        if field.kind == "line":
+            left = choose.pool(left, probs[[o.rows[0] for o in seams]])
+            right = choose.pool(right, probs[[o.rows[1] for o in seams]])
+        for i, (c, seam) in enumerate(zip(wide, seams)):
             ch = choices[c]
-            seam = next(o for o in ch.options if len(o.rows) == 2)
             r = len(probs) + 2 * i
             bonus = choose.HEADS_BONUS_FORM if field.kind == "form" else choose.HEADS_BONUS
             choices[c] = Choice(ch.first, ch.options + [Option([r, r + 1], seam.boxes, seam.prior + bonus)])
