@@ -605,7 +605,7 @@ def _pair_options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, r: float,
     return out
 
 
-def _seams(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams, want: int):
+def _seams(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams, want: int) -> list[tuple[np.ndarray, np.ndarray, Piece, Piece]]:
     """The ``want`` cheapest seams, and the cheapest one whose two pieces are both digit-shaped if
     those are not.
 
@@ -620,7 +620,7 @@ def _seams(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams, w
         pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
         if pa is None or pb is None:
             continue
-        shaped = _prior([pa, pb], p.two_at, H, p) == 0.0  # no shape penalty
+        shaped = _prior([pa, pb], p.two_at, H, p) == 0.0  # at two_at the count term is 0: no shape penalty either
         if len(found) < want or shaped:
             found.append((a, b, pa, pb))
             any_shaped |= shaped
