@@ -605,7 +605,7 @@ def _pair_options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, r: float,
     return out
 
 
-def _seams(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams, want: int) -> list[tuple[np.ndarray, np.ndarray, Piece, Piece]]:
+def _seams(work: np.ndarray, m: np.ndarray, x0: int, y0: int, H: float, p: LineParams, want: int) -> list[tuple[np.ndarray, np.ndarray, Piece, Piece]]:
     """The ``want`` cheapest seams, and the cheapest one whose two pieces are both digit-shaped if
     those are not.
 
@@ -617,7 +617,7 @@ def _seams(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams, w
         if len(found) >= want and any_shaped:
             break
         a, b = _split(m, path)
-        pa, pb = _piece(work, a, u.x0, u.y0), _piece(work, b, u.x0, u.y0)
+        pa, pb = _piece(work, a, x0, y0), _piece(work, b, x0, y0)
         if pa is None or pb is None:
             continue
         shaped = _prior([pa, pb], p.two_at, H, p) == 0.0  # at two_at the count term is 0: no shape penalty either
@@ -639,18 +639,15 @@ def _options(work: np.ndarray, m: np.ndarray, u: _Unit, H: float, p: LineParams)
         opts.append(Option([whole], _prior([whole], r, H, p)))
     if r < p.split_from:
         return opts
-    for a, b, pa, pb in _seams(work, m, u, H, p, 1 if r < p.two_at else 2):
+    for a, b, pa, pb in _seams(work, m, u.x0, u.y0, H, p, 1 if r < p.two_at else 2):
         two = [pa, pb]
         opts.append(Option(two, _prior(two, r, H, p)))
         if r >= p.three_from and len(opts) <= 2:  # split the wider half again
             wide, mw = (a, pa) if pa.ink.shape[1] >= pb.ink.shape[1] else (b, pb)
             sub = wide[mw.box[1] - u.y0 : mw.box[3] - u.y0, mw.box[0] - u.x0 : mw.box[2] - u.x0]
-            for path2, _ in cut_paths(sub, H, k=1):
-                c, d = _split(sub, path2)
-                pc, pd = _piece(work, c, mw.box[0], mw.box[1]), _piece(work, d, mw.box[0], mw.box[1])
-                if pc and pd:
-                    three = sorted([pc, pd, pb if mw is pa else pa], key=lambda q: q.box[0])
-                    opts.append(Option(three, _prior(three, r, H, p)))
+            for _, _, pc, pd in _seams(work, sub, mw.box[0], mw.box[1], H, p, 1):
+                three = sorted([pc, pd, pb if mw is pa else pa], key=lambda q: q.box[0])
+                opts.append(Option(three, _prior(three, r, H, p)))
     if not opts:
         opts.append(Option([whole], _prior([whole], r, H, p)))
     elif r >= p.whole_below:
