@@ -560,7 +560,7 @@ def _prior(pieces: list[Piece], r: float, H: float, p: LineParams) -> float:
 
     The count term is an ordinal logit fitted on synthetic lines (MNIST val digits): a blob 1.25 H wide
     is as likely one digit as two, each 0.1 H either way moves the odds by e^1.4; three digits centre
-    on 2.1 H. The shape terms veto pieces no digit has: slivers, or stubs well under the line height.
+    on 2.1 H. The shape terms (:func:`_misshapen`) veto pieces no digit has.
     """
     n = len(pieces)
     lp = 0.0
@@ -568,13 +568,22 @@ def _prior(pieces: list[Piece], r: float, H: float, p: LineParams) -> float:
         lp += p.count_slope * (r - p.two_at)
     if n >= 3:
         lp += p.count_slope * (r - p.three_at)
+    return float(lp - _misshapen(pieces, H))
+
+
+def _misshapen(pieces: list[Piece], H: float) -> float:
+    """Log-prior penalty of cutting a blob into pieces no digit has: slivers, or stubs well under the
+    line height (0 for a blob left whole)."""
+    penalty = 0.0
+    if len(pieces) < 2:
+        return penalty
     for pc in pieces:
         w, h = (pc.box[2] - pc.box[0]) / H, (pc.box[3] - pc.box[1]) / H
-        if n > 1 and w < 0.15:
-            lp -= ((0.15 - w) / 0.05) ** 2
-        if n > 1 and h < 0.55:
-            lp -= ((0.55 - h) / 0.1) ** 2
-    return float(lp)
+        if w < 0.15:
+            penalty += ((0.15 - w) / 0.05) ** 2
+        if h < 0.55:
+            penalty += ((0.55 - h) / 0.1) ** 2
+    return penalty
 
 
 def _off_baseline(a: Piece, b: Piece, H: float, p: LineParams) -> float:
@@ -620,7 +629,7 @@ def _seams(work: np.ndarray, m: np.ndarray, x0: int, y0: int, H: float, p: LineP
         pa, pb = _piece(work, a, x0, y0), _piece(work, b, x0, y0)
         if pa is None or pb is None:
             continue
-        shaped = _prior([pa, pb], p.two_at, H, p) == 0.0  # at two_at the count term is 0: no shape penalty either
+        shaped = _misshapen([pa, pb], H) == 0.0
         if len(found) < want or shaped:
             found.append((a, b, pa, pb))
             any_shaped |= shaped
@@ -713,7 +722,7 @@ def cut_line(ink: np.ndarray, p: LineParams = LineParams()) -> LineCut:
             whole = _piece(work, _mask(c, merged), merged.x0, merged.y0)
             pa, pb = _piece(work, m, u.x0, u.y0), _piece(work, masks[i + 1], nxt.x0, nxt.y0)
             r = merged.w / H
-            two = _prior([pa, pb], p.two_at, H, p) - _off_baseline(pa, pb, H, p)
+            two = -_misshapen([pa, pb], H) - _off_baseline(pa, pb, H, p)
             one = -max(0.0, r - 1.1) * p.count_slope
             opts = sorted([Option([pa, pb], two), Option([whole], one)], key=lambda o: -o.prior)
             out.slots.append(Slot(opts, r))
